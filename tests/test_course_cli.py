@@ -1,0 +1,214 @@
+"""The course command line (`python -m utils.course`) on a tiny course built in a temporary folder.
+
+Every test points the CLI at `tmp_path` with `--root` (and at a temporary times.json), so nothing here
+writes into the real notebooks, READMEs or benchmarks/times.json.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from utils import notebooks as nbs
+from utils.course import check_preset, main, run_notebook
+from utils.runtime import repo_root
+
+NB = "00_demo/01_demo.ipynb"
+HINT = "the long side is the square root of a*a + b*b."
+SOLUTION = f'''import math
+
+# Hint: {HINT}
+def hypotenuse(a: float, b: float) -> float:
+    """Length of the long side of a right triangle."""
+    return math.sqrt(a * a + b * b)
+
+answer = hypotenuse(3.0, 4.0)
+print("solution output", answer)
+'''
+CHECK = '''import math
+
+from utils.checks import check_close, check_function
+
+check_function(hypotenuse, math.hypot, lambda rng: tuple(rng.uniform(0, 10, size=2)), hint="use math.sqrt.")
+check_close(answer, 5.0, name="answer", hint="call hypotenuse(3, 4).")
+'''
+README = """# 00 · Demo
+
+| # | notebook | objective | prerequisites | smoke | laptop | full |
+|---|---|---|---|---|---|---|
+| 01 | [Demo](01_demo.ipynb) | practise | none | — | — | — |
+"""
+
+
+def _tagged(source: str, tag: str) -> nbformat.NotebookNode:
+    return new_code_cell(source, metadata={"tags": [tag]})
+
+
+def make_course(root: Path, solution: str = SOLUTION) -> Path:
+    """A one-notebook course under `root`: title, run-time line, setup, parameters, solution, check."""
+    nb = new_notebook(cells=[
+        new_markdown_cell("# 00.01 · Demo\n\nA notebook small enough to run in a test."),
+        new_markdown_cell("**Run time** (measured on 2 CPU cores; full on a GPU): smoke ? · laptop ? · full ?"),
+        _tagged("import os", "setup"),
+        _tagged('PRESET = os.environ.get("COURSE_PRESET", "unset")\nprint("preset is", PRESET)', "parameters"),
+        new_markdown_cell("## Exercises\n\n1. Write `hypotenuse`."),
+        _tagged(solution, "solution"),
+        new_code_cell(CHECK),
+    ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    path = root / NB
+    path.parent.mkdir(parents=True)
+    nbformat.write(nb, str(path))
+    (path.parent / "README.md").write_text(README, encoding="utf-8")
+    (root / "README.md").write_text("# The course\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def course(tmp_path: Path) -> Path:
+    """The path of the demo notebook, stamped, in a fresh temporary course."""
+    path = make_course(tmp_path)
+    assert main(["--root", str(tmp_path), "stamp"]) == 0
+    return path
+
+
+def test_stamp_adds_badge_and_setup_block_and_is_idempotent(tmp_path: Path) -> None:
+    path = make_course(tmp_path)
+    assert main(["--root", str(tmp_path), "stamp"]) == 0
+    nb = nbs.read_notebook(path)
+    assert nb.cells[0].source.splitlines()[-1] == nbs.badge_line(NB, nbs.repository_url())
+    setup = nb.cells[2].source
+    assert setup.startswith(nbs.SETUP_BEGIN) and setup.endswith(f"{nbs.SETUP_END}\n\nimport os")
+    assert '"google.colab" in sys.modules' in setup and "torch" not in setup.replace("never torch", "")
+    first = path.read_text(encoding="utf-8")
+    assert main(["--root", str(tmp_path), "stamp", str(path)]) == 0
+    assert path.read_text(encoding="utf-8") == first  # idempotent: same bytes, block not duplicated
+    assert setup.count(nbs.SETUP_BEGIN) == 1
+
+
+def test_badge_and_install_url_come_from_pyproject(course: Path) -> None:
+    pyproject = tomllib.loads((repo_root() / "pyproject.toml").read_text(encoding="utf-8"))
+    url = pyproject["project"]["urls"]["Repository"].rstrip("/")
+    slug = url.removeprefix("https://github.com/")
+    text = course.read_text(encoding="utf-8")
+    assert f"https://colab.research.google.com/github/{slug}/blob/main/{NB}" in text
+    assert f"genai-course-utils[colab] @ git+{url}" in text
+
+
+def test_stamp_check_fails_on_stale_notebook_and_passes_after_stamping(tmp_path: Path, capsys) -> None:
+    path = make_course(tmp_path)
+    assert main(["--root", str(tmp_path), "stamp", "--check"]) == 1
+    assert NB in capsys.readouterr().out
+    assert "colab-badge" not in path.read_text(encoding="utf-8")  # --check wrote nothing
+    assert main(["--root", str(tmp_path), "stamp"]) == 0
+    assert main(["--root", str(tmp_path), "stamp", "--check"]) == 0
+    nb = nbs.read_notebook(path)  # an edited block is stale again
+    nb.cells[2].source = nb.cells[2].source.replace("-q", "-qq")
+    nbformat.write(nb, str(path))
+    assert main(["--root", str(tmp_path), "stamp", "--check"]) == 1
+
+
+def test_stamp_without_setup_cell_is_a_clear_error(tmp_path: Path, capsys) -> None:
+    path = make_course(tmp_path)
+    nb = nbs.read_notebook(path)
+    nb.cells[2].metadata["tags"] = []
+    nbformat.write(nb, str(path))
+    assert main(["--root", str(tmp_path), "stamp"]) == 2
+    assert re.search(rf"{NB}: needs exactly one code cell tagged 'setup'; found 0", capsys.readouterr().err)
+
+
+def test_release_stubs_solutions(course: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "student"
+    assert main(["--root", str(tmp_path), "release", "--out", str(out)]) == 0
+    assert "1 notebooks (1 exercises stubbed)" in capsys.readouterr().out
+    assert (out / "README.md").is_file() and (out / "00_demo" / "README.md").is_file()
+    released = nbformat.read(str(out / NB), as_version=4)
+    nbformat.validate(released)
+    stub = released.cells[5]
+    assert nbs.cell_tags(stub) == ["exercise"]
+    assert stub.source.startswith(f"# Exercise: write your solution here.\n# Hint: {HINT}\nimport math\n")
+    assert "def hypotenuse(a: float, b: float) -> float:" in stub.source
+    assert '"""Length of the long side of a right triangle."""' in stub.source
+    assert f"raise NotImplementedError({HINT!r})" in stub.source
+    assert "answer = ...  # your answer" in stub.source
+    assert "math.sqrt" not in stub.source and "solution output" not in stub.source
+    assert all(not c.get("outputs") and c.get("execution_count") is None
+               for c in released.cells if c.cell_type == "code")
+
+
+def test_stub_keeps_tuple_answers_unpackable_and_classes_importable() -> None:
+    source = ('# Hint: think.\nclass Box:\n    """A box."""\n    size = 3\n\n    def area(self) -> int:\n'
+              '        return self.size ** 2\n\nx, y = 1, 2\nfor i in range(3):\n    print(i)\n')
+    stub = nbs.stub_solution(source, "demo")
+    scope: dict = {}
+    exec(stub, scope)  # the stub itself runs; only using it raises
+    assert scope["x"] is ... and scope["y"] is ...
+    with pytest.raises(NotImplementedError, match="think."):
+        scope["Box"]().area()
+    assert "print" not in stub
+
+
+def test_release_names_notebook_and_cell_of_a_broken_solution(tmp_path: Path, capsys) -> None:
+    make_course(tmp_path, solution="# Hint: close the bracket.\nanswer = (1 +\n")
+    assert main(["--root", str(tmp_path), "release", "--out", str(tmp_path / "student")]) == 2
+    assert f"{NB}, cell 5: the solution cell does not parse" in capsys.readouterr().err
+
+
+def test_run_executes_records_times_and_released_copy_fails_at_the_check(course: Path, tmp_path: Path) -> None:
+    times_file, out = tmp_path / "times.json", tmp_path / "executed"
+    argv = ["--root", str(tmp_path), "run", str(course), "--preset", "smoke", "--out", str(out),
+            "--record", "--times-file", str(times_file)]
+    assert main(argv) == 0  # the original notebook, solution included, runs without error
+    executed = nbformat.read(str(out / NB), as_version=4)
+    assert "preset is smoke" in executed.cells[3].outputs[0]["text"]  # COURSE_PRESET reached the kernel
+    entry = json.loads(times_file.read_text(encoding="utf-8"))[NB]["smoke"]
+    assert entry["seconds"] > 0 and re.fullmatch(r"\d{4}-\d\d-\d\d", entry["date"])
+    assert re.match(r"\d+ CPU cores", entry["machine"])
+
+    student = tmp_path / "student"
+    assert main(["--root", str(tmp_path), "release", "--out", str(student)]) == 0
+    result = run_notebook(student / NB, NB, "smoke", tmp_path / "student_run.ipynb", timeout=60)
+    assert not result.ok and result.error.startswith("cell 6: CheckFailed")  # the check cell, not before
+    assert HINT in result.error
+
+
+def test_times_rewrites_readme_row_and_run_time_line(course: Path, tmp_path: Path) -> None:
+    times_file = tmp_path / "times.json"
+    times = {NB: {"smoke": {"seconds": 9.4, "date": "2025-01-01", "machine": "2 CPU cores"},
+                  "laptop": {"seconds": 130.2, "date": "2025-01-01", "machine": "2 CPU cores"}}}
+    times_file.write_text(json.dumps(times), encoding="utf-8")
+    argv = ["--root", str(tmp_path), "times", "--times-file", str(times_file)]
+    assert main([*argv, "--check"]) == 1
+    assert main(argv) == 0
+    readme = (tmp_path / "00_demo" / "README.md").read_text(encoding="utf-8")
+    assert "| 01 | [Demo](01_demo.ipynb) | practise | none | 9 s | 2 min 10 s | — |" in readme
+    line = nbs.read_notebook(course).cells[1].source
+    assert line == ("**Run time** (measured on 2 CPU cores; full on a GPU): "
+                    "smoke 9 s · laptop 2 min 10 s · full not measured")
+    assert main([*argv, "--check"]) == 0
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(None, None), (0.2, "1 s"), (9.4, "9 s"), (59.4, "59 s"),
+                                               (60, "1 min 0 s"), (130.2, "2 min 10 s")])
+def test_format_seconds(seconds: float | None, text: str | None) -> None:
+    assert nbs.format_seconds(seconds) == text
+
+
+def test_bad_preset_is_a_clear_error(capsys) -> None:
+    with pytest.raises(ValueError, match="'big' is not one of: smoke, laptop, full"):
+        check_preset("big")
+    with pytest.raises(SystemExit):
+        main(["run", "--preset", "big", "--all"])
+    assert "invalid choice: 'big' (choose from 'smoke', 'laptop', 'full')" in capsys.readouterr().err
+    assert main(["run", "no/such.ipynb"]) == 2
+    assert "no such notebook: no/such.ipynb" in capsys.readouterr().err
+
+
+def test_list_prints_titles(course: Path, tmp_path: Path, capsys) -> None:
+    assert main(["--root", str(tmp_path), "list"]) == 0
+    assert f"{NB}  00.01 · Demo" in capsys.readouterr().out

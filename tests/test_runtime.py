@@ -1,0 +1,144 @@
+"""utils.runtime: presets, offline switch, config choice, device, seeds, secrets, environment report."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from utils import runtime
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    for name in ("COURSE_PRESET", "COURSE_OFFLINE", "COURSE_DEVICE", "COURSE_CACHE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    steps: int  # training steps
+    lr: float  # learning rate
+
+
+PRESETS = {"smoke": Config(5, 1e-3), "laptop": Config(500, 1e-3), "full": Config(5000, 3e-4)}
+
+
+@pytest.mark.parametrize("raw, expected", [("smoke", "smoke"), (" Laptop ", "laptop"), ("FULL", "full")])
+def test_preset_names_are_read_from_the_environment(monkeypatch, raw, expected):
+    monkeypatch.setenv("COURSE_PRESET", raw)
+    assert runtime.resolve_preset() == expected
+
+
+def test_unset_preset_is_full_with_cuda_else_laptop(monkeypatch):
+    monkeypatch.setattr(runtime, "_cuda_available", lambda: True)
+    assert runtime.resolve_preset() == "full"
+    monkeypatch.setattr(runtime, "_cuda_available", lambda: False)
+    assert runtime.resolve_preset() == "laptop"
+
+
+def test_bad_preset_names_the_allowed_values(monkeypatch):
+    monkeypatch.setenv("COURSE_PRESET", "tiny")
+    with pytest.raises(ValueError, match=r"'tiny' is not a preset\. Allowed: smoke, laptop, full"):
+        runtime.resolve_preset()
+
+
+def test_offline_flag_forces_standins_at_any_preset(monkeypatch):
+    assert runtime.use_standins("smoke") and not runtime.use_standins("laptop")
+    monkeypatch.setenv("COURSE_OFFLINE", "1")
+    assert runtime.is_offline() and runtime.use_standins("full")
+    monkeypatch.setenv("COURSE_OFFLINE", "maybe")
+    with pytest.raises(ValueError, match="COURSE_OFFLINE='maybe' is not a yes/no value"):
+        runtime.is_offline()
+
+
+def test_choose_returns_the_presets_config_and_prints_every_field(monkeypatch, capsys):
+    monkeypatch.setenv("COURSE_PRESET", "smoke")
+    assert runtime.choose(PRESETS) == Config(5, 1e-3)
+    out = capsys.readouterr().out
+    assert "preset: smoke (from COURSE_PRESET) · offline stand-ins" in out
+    assert "steps = 5" in out and "lr    = 0.001" in out
+    assert runtime.choose(PRESETS, "full") == Config(5000, 3e-4)
+
+
+def test_choose_needs_all_three_presets():
+    with pytest.raises(ValueError, match="exactly the presets"):
+        runtime.choose({"smoke": 1, "laptop": 2})
+
+
+def test_device_is_cpu_here_and_can_be_forced(monkeypatch):
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert runtime.get_device(allow_mps=False).type == expected
+    monkeypatch.setenv("COURSE_DEVICE", "cpu")
+    assert runtime.get_device().type == "cpu"
+    monkeypatch.setenv("COURSE_DEVICE", "tpu")
+    with pytest.raises(ValueError, match="Allowed: cpu, cuda, mps"):
+        runtime.get_device()
+
+
+def test_asking_for_a_missing_device_says_so(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("COURSE_DEVICE", "cuda")
+    with pytest.raises(ValueError, match="this machine has no cuda"):
+        runtime.get_device()
+
+
+def test_seed_everything_repeats_python_numpy_and_torch():
+    def draw():
+        return random.random(), np.random.rand(), torch.rand(1).item()
+
+    runtime.seed_everything(7)
+    first = draw()
+    runtime.seed_everything(7)
+    assert draw() == first
+    for bad in (-1, 1.5, "7", True):
+        with pytest.raises(ValueError, match="seed must be an int"):
+            runtime.seed_everything(bad)
+
+
+def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path / "c"))
+    assert runtime.cache_dir() == tmp_path / "c" and (tmp_path / "c").is_dir()
+
+
+def test_secrets_come_from_env_then_dotenv_and_are_never_in_the_error(monkeypatch, tmp_path):
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("# comment\nexport DEMO_KEY='from-file'\nEMPTY_KEY=\n")
+    assert runtime.get_secret("DEMO_KEY", dotenv) == "from-file"
+    monkeypatch.setenv("DEMO_KEY", "from-env")
+    assert runtime.get_secret("DEMO_KEY", dotenv) == "from-env"
+    with pytest.raises(runtime.MissingSecretError, match=r"EMPTY_KEY is not set.*\.env"):
+        runtime.get_secret("EMPTY_KEY", dotenv)
+    with pytest.raises(ValueError, match="secret names"):
+        runtime.get_secret("not a name", dotenv)
+
+
+def test_environment_report_names_versions_device_and_threads(monkeypatch, capsys):
+    monkeypatch.setenv("COURSE_PRESET", "smoke")
+    report = runtime.print_environment_report()
+    assert report["torch"] == torch.__version__.split("+")[0] or report["torch"].startswith("2.")
+    assert report["preset"] == "smoke" and report["offline stand-ins"] is True
+    assert report["device"] in ("cpu", "cuda") and report["torch threads"] >= 1
+    assert "python" in capsys.readouterr().out
+
+
+def test_importing_utils_has_no_side_effects(tmp_path):
+    # A fresh interpreter: importing every utils module must not pull in the heavy optional
+    # libraries (they are imported inside the functions that need them) nor create the cache.
+    code = (
+        "import sys, pkgutil, importlib, utils\n"
+        "for m in pkgutil.iter_modules(utils.__path__):\n"
+        "    importlib.import_module('utils.' + m.name)\n"
+        "heavy = ('transformers', 'diffusers', 'datasets', 'sklearn', 'skimage', 'sentence_transformers')\n"
+        "print(','.join(n for n in heavy if n in sys.modules))\n"
+    )
+    env = {**os.environ, "COURSE_CACHE": str(tmp_path / "cache")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.strip() == "", f"importing utils imported heavy libraries: {out.stdout}"
+    assert not (tmp_path / "cache").exists(), "importing utils created the cache folder"

@@ -1,0 +1,297 @@
+"""The course's command line: `python -m utils.course {stamp,release,run,times,list}` (or `course ...`).
+
+    stamp [--check] [NB ...]     write the shared badge + Colab setup block into notebooks
+    release [--out DIR]          student copies: solutions become stubs, outputs cleared
+    run NB ... | --all           execute notebooks headless at a preset, print wall times
+    times [--check]              copy benchmarks/times.json into module READMEs and notebooks
+    list                         every notebook with its title
+
+`--root DIR`, given before the command, points it at another checkout (tests use a temporary one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from nbformat import NotebookNode
+
+from utils import notebooks as nbs
+from utils.runtime import PRESETS, repo_root
+
+TIMES_FILE = Path("benchmarks") / "times.json"
+
+
+# --- stamp, release, list ------------------------------------------------------------------------
+
+
+def stamp(root: Path, paths: list[Path], check: bool = False) -> list[str]:
+    """Stamp badge and setup block into `paths`; returns the notebooks that were (or would be) changed."""
+    url, changed = nbs.repository_url(), []
+    for path in paths:
+        name = nbs.relative_name(path, root)
+        nb = nbs.stamp_notebook(nbs.read_notebook(path), name, url)
+        text = nbs.notebook_text(nb)
+        if path.read_text(encoding="utf-8") != text:
+            changed.append(name)
+            if not check:
+                nbs.write_if_changed(path, text)
+    return changed
+
+
+def release(root: Path, out: Path) -> tuple[int, int]:
+    """Write student copies of every notebook and the READMEs to `out`; returns (notebooks, exercises)."""
+    notebooks, exercises = nbs.find_notebooks(root), 0
+    for path in notebooks:
+        name = nbs.relative_name(path, root)
+        student, stubbed = nbs.student_notebook(nbs.read_notebook(path), name)
+        nbs.write_if_changed(out / name, nbs.notebook_text(student))
+        exercises += stubbed
+    for readme in [root / "README.md", *nbs.module_readmes(root)]:
+        if readme.is_file():
+            target = out / nbs.relative_name(readme, root)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(readme, target)
+    return len(notebooks), exercises
+
+
+# --- run -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    """One executed notebook: its name, preset, wall time and the error that stopped it (if any)."""
+
+    name: str
+    preset: str
+    seconds: float
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """True when every cell ran."""
+        return not self.error
+
+
+def check_preset(preset: str) -> str:
+    """`preset` if it is one of smoke, laptop, full; else a ValueError listing them."""
+    if preset not in PRESETS:
+        raise ValueError(f"preset {preset!r} is not one of: {', '.join(PRESETS)}.")
+    return preset
+
+
+def _first_error(nb: NotebookNode) -> str:
+    """'cell N: Name: message' for the first error output stored in an executed notebook."""
+    for index, cell in enumerate(nb.cells):
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error":
+                message = " ".join(str(output.get("evalue")).split())  # one line for the table
+                return f"cell {index}: {output.get('ename')}: {message[:300]}"
+    return ""
+
+
+def run_notebook(path: Path, name: str, preset: str, out: Path, timeout: int = 600) -> RunResult:
+    """Execute one notebook in its own folder with COURSE_PRESET=`preset`; write the executed copy to `out`."""
+    from nbclient import NotebookClient  # imported here: only `run` needs a kernel
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError
+
+    nb = nbs.read_notebook(path)
+    # The kernel inherits this environment (offline flags, threads) plus the preset.
+    env = {**os.environ, "COURSE_PRESET": check_preset(preset)}
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                            resources={"metadata": {"path": str(path.parent)}})
+    start, error = time.perf_counter(), ""
+    try:
+        client.execute(env=env)
+    except (CellExecutionError, CellTimeoutError) as err:
+        error = _first_error(nb) or str(err).strip().splitlines()[-1][:300]
+    seconds = time.perf_counter() - start
+    nbs.write_if_changed(out, nbs.notebook_text(nb))  # failed runs too: the error is in the copy
+    return RunResult(name, preset, seconds, error)
+
+
+def run_notebooks(root: Path, paths: list[Path], preset: str, out_dir: Path | None = None,
+                  timeout: int = 600) -> list[RunResult]:
+    """Run `paths` one after another; executed copies go to `out_dir` (default build/executed/<preset>)."""
+    check_preset(preset)
+    out_dir = out_dir or root / "build" / "executed" / preset
+    results = []
+    for path in paths:
+        name = nbs.relative_name(path, root)
+        print(f"running {name} ({preset}) ...", flush=True)
+        results.append(run_notebook(path, name, preset, out_dir / name, timeout))
+    return results
+
+
+def print_table(results: list[RunResult]) -> None:
+    """Print one line per run: notebook, preset, seconds, ok/failed (and the error)."""
+    width = max([len(r.name) for r in results] + [8])
+    print(f"{'notebook':<{width}}  {'preset':<6}  {'seconds':>8}  status")
+    for r in results:
+        print(f"{r.name:<{width}}  {r.preset:<6}  {r.seconds:8.1f}  {'ok' if r.ok else 'FAILED'}")
+        if not r.ok:
+            print(f"{'':<{width}}  {r.error}")
+
+
+def machine_description() -> str:
+    """'2 CPU cores', plus the GPU name when nvidia-smi reports one (no torch import needed)."""
+    text = f"{os.cpu_count()} CPU cores"
+    if shutil.which("nvidia-smi"):
+        query = ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"]
+        gpu = subprocess.run(query, capture_output=True, text=True).stdout.strip().splitlines()
+        if gpu:
+            text += f", {gpu[0].strip()}"
+    return text
+
+
+def record_times(results: list[RunResult], times_file: Path) -> None:
+    """Merge the successful runs into `times_file` ({notebook: {preset: {seconds, date, machine}}})."""
+    times = json.loads(times_file.read_text(encoding="utf-8")) if times_file.is_file() else {}
+    stamp_ = {"date": datetime.date.today().isoformat(), "machine": machine_description()}
+    for r in results:
+        if r.ok:  # a failed run's time says nothing about how long the notebook takes
+            times.setdefault(r.name, {})[r.preset] = {"seconds": round(r.seconds, 1), **stamp_}
+    times_file.parent.mkdir(parents=True, exist_ok=True)
+    times_file.write_text(json.dumps(dict(sorted(times.items())), indent=2) + "\n", encoding="utf-8")
+
+
+# --- times ---------------------------------------------------------------------------------------
+
+
+def update_times(root: Path, times_file: Path, check: bool = False) -> list[str]:
+    """Copy `times_file` into module READMEs and notebook Run-time lines; returns what changed."""
+    times = json.loads(times_file.read_text(encoding="utf-8")) if times_file.is_file() else {}
+    changed = []
+    for readme in nbs.module_readmes(root):
+        old = readme.read_text(encoding="utf-8")
+        new = nbs.update_readme(old, times, readme.parent.name)
+        if new != old:
+            changed.append(nbs.relative_name(readme, root))
+            if not check:
+                readme.write_text(new, encoding="utf-8")
+    for path in nbs.find_notebooks(root):
+        name = nbs.relative_name(path, root)
+        nb = nbs.read_notebook(path)
+        text = nbs.runtime_text(times.get(name, {}))
+        for cell in nb.cells:
+            if cell.cell_type == "markdown":
+                cell.source = nbs.RUNTIME_LINE.sub(lambda m: f"{m[1]} {text}", cell.source)
+        new = nbs.notebook_text(nb)
+        if new != path.read_text(encoding="utf-8"):
+            changed.append(name)
+            if not check:
+                nbs.write_if_changed(path, new)
+    return changed
+
+
+# --- the command line ----------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m utils.course", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", type=Path, default=None, help="course checkout (default: this one)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{stamp,release,run,times,list}")
+    p = sub.add_parser("stamp", help="write the Colab badge and setup block into notebooks")
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 if any notebook is stale")
+    p.add_argument("notebooks", nargs="*", type=Path, help="default: every notebook")
+    p = sub.add_parser("release", help="student copies with solutions stubbed")
+    p.add_argument("--out", type=Path, default=None, help="default: build/student")
+    p = sub.add_parser("run", help="execute notebooks headless and time them")
+    p.add_argument("notebooks", nargs="*", type=Path)
+    p.add_argument("--all", action="store_true", help="every notebook of the course")
+    p.add_argument("--preset", choices=PRESETS, default=os.environ.get("COURSE_PRESET") or "smoke")
+    p.add_argument("--out", type=Path, default=None, help="default: build/executed/<preset>")
+    p.add_argument("--record", action="store_true", help="save the times in benchmarks/times.json")
+    p.add_argument("--timeout", type=int, default=600, help="seconds allowed per cell (default 600)")
+    p.add_argument("--times-file", type=Path, default=None, help="default: benchmarks/times.json")
+    p = sub.add_parser("times", help="write recorded times into READMEs and notebooks")
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 if anything is stale")
+    p.add_argument("--times-file", type=Path, default=None, help="default: benchmarks/times.json")
+    sub.add_parser("list", help="every notebook with its title")
+    return parser
+
+
+def _notebook_paths(root: Path, given: list[Path]) -> list[Path]:
+    """The notebooks named on the command line (checked to exist), or every notebook."""
+    missing = [str(p) for p in given if not p.is_file()]
+    if missing:
+        raise ValueError(f"no such notebook: {', '.join(missing)}")
+    return [p.resolve() for p in given] if given else nbs.find_notebooks(root)
+
+
+def _cmd_stamp(args: argparse.Namespace, root: Path) -> int:
+    paths = _notebook_paths(root, args.notebooks)
+    changed = stamp(root, paths, check=args.check)
+    for name in changed:
+        print(f"{'out of date' if args.check else 'stamped'}: {name}")
+    if args.check and changed:
+        print("run `python -m utils.course stamp` to update them.")
+        return 1
+    print(f"{len(paths) - len(changed)} of {len(paths)} notebooks were already up to date.")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace, root: Path) -> int:
+    if args.all == bool(args.notebooks):
+        raise ValueError("give notebook paths or --all (not both, not neither).")
+    paths = nbs.find_notebooks(root) if args.all else _notebook_paths(root, args.notebooks)
+    results = run_notebooks(root, paths, args.preset, args.out, args.timeout)
+    print_table(results)
+    if args.record:
+        times_file = args.times_file or root / TIMES_FILE
+        record_times(results, times_file)
+        print(f"recorded in {times_file}; `python -m utils.course times` copies them into the READMEs.")
+    return 0 if all(r.ok for r in results) else 1
+
+
+def _cmd_times(args: argparse.Namespace, root: Path) -> int:
+    changed = update_times(root, args.times_file or root / TIMES_FILE, check=args.check)
+    for name in changed:
+        print(f"{'out of date' if args.check else 'updated'}: {name}")
+    if args.check and changed:
+        print("run `python -m utils.course times` to update them.")
+        return 1
+    return 0
+
+
+def _cmd_release(args: argparse.Namespace, root: Path) -> int:
+    out = args.out or root / "build" / "student"
+    notebooks, exercises = release(root, out)
+    print(f"released {notebooks} notebooks ({exercises} exercises stubbed) to {out}")
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace, root: Path) -> int:
+    paths = nbs.find_notebooks(root)
+    width = max([len(nbs.relative_name(p, root)) for p in paths] + [0])
+    for path in paths:
+        print(f"{nbs.relative_name(path, root):<{width}}  {nbs.notebook_title(nbs.read_notebook(path))}")
+    return 0
+
+
+COMMANDS = {"stamp": _cmd_stamp, "release": _cmd_release, "run": _cmd_run, "times": _cmd_times,
+            "list": _cmd_list}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `python -m utils.course` and of the `course` script; returns the exit code."""
+    args = _parser().parse_args(argv)
+    root = (args.root or repo_root()).resolve()
+    try:
+        return COMMANDS[args.command](args, root)
+    except ValueError as err:  # our own clear messages: print them without a traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

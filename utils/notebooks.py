@@ -1,0 +1,293 @@
+"""The course's notebooks as files: find, read, write, stamp the shared parts, make student copies.
+
+`python -m utils.course` is the command line on top of this module. The parts every notebook shares
+(the "Open in Colab" badge and the Colab install block of the setup cell) are written here, from one
+template, so that a change of repository or install line is one edit plus `python -m utils.course stamp`.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import re
+import tomllib
+from pathlib import Path
+
+import nbformat
+
+from utils.runtime import PRESETS, repo_root
+
+PACKAGE = "genai-course-utils"
+MODULE_GLOB = "0[0-5]_*"
+BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
+SETUP_BEGIN = "# --- course setup (stamped by `python -m utils.course stamp`; edit utils/notebooks.py, not here) ---"
+SETUP_END = "# --- end course setup ---"
+# "**Run time** (measured on ...): <times>" -> group 1 is kept, group 2 (the times) is rewritten.
+RUNTIME_LINE = re.compile(r"^(\*\*Run time:?\*\*(?:\s*\([^)\n]*\))?\s*:?)(.*)$", re.MULTILINE)
+
+# The stamped block. Locally (and in CI) it does nothing: the course is installed with `pip install -e .`.
+# On Colab it installs the helpers plus what Colab lacks; torch is never reinstalled (Colab's matches its GPU).
+SETUP_TEMPLATE = '''{begin}
+import sys
+
+if "google.colab" in sys.modules:  # on Colab only: install the course helpers (never torch)
+    import importlib, subprocess
+
+    course = "genai-course-utils[colab] @ git+{url}"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", course], check=True)
+    importlib.invalidate_caches()  # let this running kernel see the new packages
+{end}'''
+
+
+# --- reading and writing -------------------------------------------------------------------------
+
+
+def find_notebooks(root: Path) -> list[Path]:
+    """Every course notebook `0[0-5]_*/NN_name.ipynb` under `root`, sorted, checkpoints skipped."""
+    return sorted(p for p in root.glob(f"{MODULE_GLOB}/*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+
+
+def module_readmes(root: Path) -> list[Path]:
+    """The README.md of every module folder under `root`, sorted."""
+    return sorted(p for p in root.glob(f"{MODULE_GLOB}/README.md") if p.is_file())
+
+
+def read_notebook(path: Path) -> nbformat.NotebookNode:
+    """Read a notebook as nbformat v4."""
+    return nbformat.read(str(path), as_version=4)
+
+
+def notebook_text(nb: nbformat.NotebookNode) -> str:
+    """The notebook serialised the way Jupyter writes it (indent 1, trailing newline)."""
+    return nbformat.writes(nb) + "\n"
+
+
+def write_if_changed(path: Path, text: str) -> bool:
+    """Write `text` to `path` only if it differs from what is there; True if it was written."""
+    # Untouched files keep their modification time, so `git status` shows only real changes.
+    if path.is_file() and path.read_text(encoding="utf-8") == text:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return True
+
+
+def relative_name(path: Path, root: Path) -> str:
+    """`path` relative to `root` with forward slashes (how times.json and badges name a notebook)."""
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return path.name  # a notebook outside the course: its file name is all we can say
+
+
+def cell_tags(cell: nbformat.NotebookNode) -> list[str]:
+    """The tags of a cell (an empty list when it has none)."""
+    return list(cell.get("metadata", {}).get("tags", []))
+
+
+def notebook_title(nb: nbformat.NotebookNode) -> str:
+    """The first `#` heading of cell 0, e.g. '00.00 · Start here'."""
+    if nb.cells:
+        for line in nb.cells[0].source.splitlines():
+            if line.startswith("# "):
+                return line[2:].strip()
+    return "(no title)"
+
+
+# --- the repository URL: one place, pyproject.toml -----------------------------------------------
+
+
+def repository_url(pyproject: Path | None = None) -> str:
+    """`[project.urls] Repository` of pyproject.toml, from the installed metadata or the file itself."""
+    if pyproject is None:
+        try:
+            # Works for normal and editable installs: "Project-URL: Repository, https://...".
+            for entry in importlib.metadata.metadata(PACKAGE).get_all("Project-URL") or []:
+                label, _, url = entry.partition(",")
+                if label.strip().lower() == "repository":
+                    return url.strip().rstrip("/")
+        except importlib.metadata.PackageNotFoundError:
+            pass
+        pyproject = repo_root() / "pyproject.toml"
+    data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+    url = data.get("project", {}).get("urls", {}).get("Repository")
+    if not url:
+        raise ValueError(f"{pyproject} has no [project.urls] Repository; add the GitHub URL there.")
+    return url.rstrip("/")
+
+
+def github_slug(url: str) -> str:
+    """'owner/repo' of a GitHub URL such as https://github.com/owner/repo(.git)."""
+    match = re.fullmatch(r"https://github\.com/([\w.-]+)/([\w.-]+?)(?:\.git)?/?", url)
+    if not match:
+        raise ValueError(f"Repository URL {url!r} is not https://github.com/<owner>/<repo>; Colab needs GitHub.")
+    return f"{match[1]}/{match[2]}"
+
+
+def badge_line(relative_path: str, url: str) -> str:
+    """The 'Open in Colab' badge for the notebook at `relative_path` in the repository at `url`."""
+    target = f"https://colab.research.google.com/github/{github_slug(url)}/blob/main/{relative_path}"
+    return f"[![Open In Colab]({BADGE_IMAGE})]({target})"
+
+
+def setup_block(url: str) -> str:
+    """The stamped top of every setup cell, for the repository at `url`."""
+    return SETUP_TEMPLATE.format(begin=SETUP_BEGIN, end=SETUP_END, url=url)
+
+
+# --- stamping ------------------------------------------------------------------------------------
+
+
+def _stamp_badge(cell: nbformat.NotebookNode, badge: str, where: str) -> None:
+    if cell.cell_type != "markdown":
+        raise ValueError(f"{where}: cell 0 must be the markdown title cell; it is a {cell.cell_type} cell.")
+    lines = cell.source.splitlines()
+    spots = [i for i, line in enumerate(lines) if "colab-badge.svg" in line]
+    if spots:
+        lines[spots[0]] = badge
+    else:
+        lines += ["", badge] if lines else [badge]
+    cell.source = "\n".join(lines)
+
+
+def _stamp_setup(cell: nbformat.NotebookNode, block: str, where: str) -> None:
+    lines = cell.source.splitlines()
+    if SETUP_BEGIN in lines:
+        start = lines.index(SETUP_BEGIN)
+        if SETUP_END not in lines[start:]:
+            raise ValueError(f"{where}: the setup cell has {SETUP_BEGIN!r} but no {SETUP_END!r} after it.")
+        end = lines.index(SETUP_END, start)
+        rest = lines[:start] + lines[end + 1:]
+    else:
+        rest = lines
+    while rest and not rest[0].strip():  # one blank line between block and the author's imports
+        rest.pop(0)
+    cell.source = block + ("\n\n" + "\n".join(rest) if rest else "")
+
+
+def stamp_notebook(nb: nbformat.NotebookNode, relative_path: str, url: str) -> nbformat.NotebookNode:
+    """Set the badge in cell 0 and the setup block of the `setup` cell (in place); returns `nb`."""
+    if not nb.cells:
+        raise ValueError(f"{relative_path}: the notebook has no cells.")
+    _stamp_badge(nb.cells[0], badge_line(relative_path, url), relative_path)
+    setup = [c for c in nb.cells if c.cell_type == "code" and "setup" in cell_tags(c)]
+    if len(setup) != 1:
+        raise ValueError(f"{relative_path}: needs exactly one code cell tagged 'setup'; found {len(setup)}.")
+    _stamp_setup(setup[0], setup_block(url), relative_path)
+    return nb
+
+
+# --- student copies: solutions become stubs ------------------------------------------------------
+
+
+def _raise_not_implemented(hint: str) -> ast.Raise:
+    call = ast.Call(func=ast.Name("NotImplementedError", ast.Load()), args=[ast.Constant(hint)], keywords=[])
+    return ast.Raise(exc=call, cause=None)
+
+
+def _stub_def(node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef, hint: str) -> str:
+    """Signature and docstring of a def (body raises) or class (its methods stubbed the same way)."""
+    docstring = [node.body[0]] if ast.get_docstring(node) is not None else []
+    if isinstance(node, ast.ClassDef):
+        # A class body that raised would fail already when the exercise cell runs; the student should
+        # meet the error at the check, so the class stays and its methods raise instead.
+        methods = [m for m in node.body if isinstance(m, (ast.FunctionDef, ast.AsyncFunctionDef))]
+        for method in methods:
+            _stub_body(method, hint)
+        node.body = docstring + methods or [ast.Pass()]
+    else:
+        _stub_body(node, hint)
+    return ast.unparse(node)
+
+
+def _stub_body(node: ast.FunctionDef | ast.AsyncFunctionDef, hint: str) -> None:
+    docstring = [node.body[0]] if ast.get_docstring(node) is not None else []
+    node.body = docstring + [_raise_not_implemented(hint)]
+
+
+def _stub_assignment(node: ast.Assign | ast.AnnAssign) -> str | None:
+    """`name = ...  # your answer`; a tuple target gets one `...` per name so that it still unpacks."""
+    target = node.targets[0] if isinstance(node, ast.Assign) else node.target
+    if isinstance(node, ast.AnnAssign):
+        return f"{ast.unparse(target)}: {ast.unparse(node.annotation)} = ...  # your answer"
+    if isinstance(target, (ast.Tuple, ast.List)):
+        return f"{ast.unparse(target)} = {', '.join(['...'] * len(target.elts))}  # your answer"
+    if isinstance(target, ast.Name):
+        return f"{target.id} = ...  # your answer"
+    return None  # `x.attr = ...` or `x[0] = ...` changes an object; there is no name to hand back
+
+
+def stub_solution(source: str, where: str) -> str:
+    """The student version of a solution cell: imports, signatures, `...` answers and the hint."""
+    hints = [line.strip() for line in source.splitlines() if line.strip().startswith("# Hint:")]
+    if not hints:
+        raise ValueError(f"{where}: a solution cell needs a '# Hint: ...' comment line; found none.")
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as err:
+        raise ValueError(f"{where}: the solution cell does not parse (line {err.lineno}: {err.msg}).") from err
+    hint = hints[0].removeprefix("# Hint:").strip()
+    parts = ["# Exercise: write your solution here.", hints[0]]
+    for node in tree.body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            parts.append(ast.unparse(node))
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            parts += ["", _stub_def(node, hint), ""]  # blank lines around a def, as PEP 8 asks
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)) and (line := _stub_assignment(node)):
+            parts.append(line)
+        # everything else (prints, loops, plots) is the student's to write
+    kept = [p for i, p in enumerate(parts) if p or (i and parts[i - 1])]  # no double blank lines
+    return "\n".join(kept).strip() + "\n"
+
+
+def student_notebook(nb: nbformat.NotebookNode, where: str) -> tuple[nbformat.NotebookNode, int]:
+    """A copy of `nb` with every `solution` cell stubbed and tagged `exercise`, outputs cleared."""
+    nb = nbformat.from_dict(nb)  # a deep copy: the author's notebook object is left alone
+    stubbed = 0
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        cell.outputs, cell.execution_count = [], None
+        tags = cell_tags(cell)
+        if "solution" in tags:
+            cell.source = stub_solution(cell.source, f"{where}, cell {index}")
+            cell.metadata["tags"] = [t for t in tags if t != "solution"] + ["exercise"]
+            stubbed += 1
+    return nb, stubbed
+
+
+# --- measured run times, as the READMEs and notebooks show them -----------------------------------
+
+
+def format_seconds(seconds: float | None) -> str | None:
+    """'9 s' under a minute, '2 min 10 s' above; None when not measured."""
+    if seconds is None:
+        return None
+    whole = max(1, round(seconds))
+    return f"{whole} s" if whole < 60 else f"{whole // 60} min {whole % 60} s"
+
+
+def preset_times(entry: dict) -> list[str | None]:
+    """The formatted smoke, laptop and full times of one notebook's entry of times.json."""
+    return [format_seconds(entry.get(p, {}).get("seconds")) for p in PRESETS]
+
+
+def runtime_text(entry: dict) -> str:
+    """'smoke 9 s · laptop 10 s · full not measured' for one notebook's entry of times.json."""
+    return " · ".join(f"{p} {t or 'not measured'}" for p, t in zip(PRESETS, preset_times(entry)))
+
+
+def update_readme(text: str, times: dict[str, dict], module: str) -> str:
+    """Rewrite the last three cells (smoke, laptop, full) of every table row that links a notebook."""
+    lines = text.split("\n")
+    for i, line in enumerate(lines):
+        match = re.search(r"\]\((?:\./)?([^)/]+\.ipynb)\)", line)
+        if not line.lstrip().startswith("|") or not match:
+            continue
+        cells = line.rstrip().split("|")  # ['', ' 00 ', ' [Title](x.ipynb) ', ..., ' full ', '']
+        if len(cells) < 6 or cells[-1].strip():
+            raise ValueError(f"{module}/README.md: the row for {match[1]} needs '| ... | smoke | laptop | full |'.")
+        values = preset_times(times.get(f"{module}/{match[1]}", {}))
+        cells[-4:-1] = [f" {v or '—'} " for v in values]
+        lines[i] = "|".join(cells)
+    return "\n".join(lines)
