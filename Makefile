@@ -13,6 +13,8 @@ KERNEL       := genai-course
 NB           ?=
 PRESET       ?= smoke
 LAB_ARGS     ?=
+# Containers and CI often run as root, where Jupyter refuses to start unless told it is intended.
+ROOT_FLAG    := $(if $(filter 0,$(shell id -u)),--ServerApp.allow_root=True)
 # Serial vs `-n 2 --dist loadfile` with OMP_NUM_THREADS=1 was measured (see README, "Tests"): keep the faster.
 PYTEST_ARGS  ?= -n 2 --dist loadfile
 
@@ -40,14 +42,13 @@ $(INSTALLED): requirements.txt pyproject.toml
 		f"The course needs Python 3.11 or 3.12; {sys.executable} is {v[0]}.{v[1]}. Run: make PYTHON=python3.12 ...")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# The machine's pip config prints one harmless warning per package; hide those lines.
-	$(BIN)/python -m pip install --quiet --upgrade pip 2>&1 | { grep -v '^WARNING: Location' || true; }
 	$(BIN)/python -m pip install --quiet -r requirements.txt -e . 2>&1 | { grep -v '^WARNING: Location' || true; }
 	$(BIN)/python -m pip check
 	$(BIN)/python -m ipykernel install --user --name $(KERNEL) --display-name "Generative AI course (.venv)"
 	touch $@
 
 lab: $(INSTALLED)
-	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 $(LAB_ARGS) 00_prerequisites/00_start_here.ipynb
+	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 $(ROOT_FLAG) $(LAB_ARGS) 00_prerequisites/00_start_here.ipynb
 
 test: $(INSTALLED)
 	$(TEST_ENV) $(BIN)/python -m pytest tests 0[0-5]_*/ --nbval-lax --nbval-current-env \

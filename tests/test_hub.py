@@ -1,0 +1,259 @@
+"""utils.hub: the registry, the offline stand-ins (built, announced, reloaded, run), the offline error.
+
+Every stand-in is built once per test session into a temporary cache; the user's cache is never touched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from utils import hub
+
+BUILT = sorted(hub._BUILDERS)  # stand-ins built locally (all but the packaged embedding model)
+SAMPLE = "The for statement is used to iterate over the elements of a sequence."
+
+
+@pytest.fixture(scope="session")
+def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("course-cache")
+
+
+@pytest.fixture(autouse=True)
+def smoke_env(monkeypatch: pytest.MonkeyPatch, session_cache: Path) -> Path:
+    """Smoke preset, a session-wide temporary cache, the hub switched off."""
+    monkeypatch.setenv("COURSE_CACHE", str(session_cache))
+    monkeypatch.setenv("COURSE_PRESET", "smoke")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("COURSE_OFFLINE", raising=False)
+    return session_cache
+
+
+def announced(capsys: pytest.CaptureFixture[str], key: str) -> str:
+    """The one line model_path printed; fails if it printed anything else."""
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1, f"expected one announcement line, got {lines!r}"
+    assert lines[0].startswith(f"stand-in: {key} → "), lines[0]
+    return lines[0]
+
+
+# ---------------------------------------------------------------- registry
+def test_registry_is_well_formed() -> None:
+    assert set(hub.MODELS) == set(hub._BUILDERS) | set(hub._PACKAGED)
+    assert not set(hub._BUILDERS) & set(hub._PACKAGED)
+    for key, info in hub.MODELS.items():
+        assert info.key == key and hub.model_info(key) is info
+        assert "/" in info.hub_id and " " not in info.hub_id, info.hub_id
+        assert info.architecture[0].isupper() and info.task and info.licence and info.standin
+        assert info.used_in and all(name[:2].isdigit() for name in info.used_in), info.used_in
+
+
+def test_bad_key_lists_the_allowed_keys() -> None:
+    with pytest.raises(ValueError, match="'gpt3'.*gpt2.*instruct_llm.*stable_diffusion"):
+        hub.model_info("gpt3")
+    with pytest.raises(ValueError, match="Allowed keys"):
+        hub.model_path("gpt3")
+
+
+def test_real_id_when_standins_are_not_wanted(monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):  # online: model_path checks and downloads nothing
+        monkeypatch.delenv(name, raising=False)
+    assert hub.model_path("gpt2", preset="laptop") == "openai-community/gpt2"
+    assert capsys.readouterr().out == ""
+
+
+# ---------------------------------------------------------------- every stand-in, end to end
+def check_gpt2(path: str) -> None:
+    import torch
+    from transformers import AutoTokenizer, GPT2LMHeadModel
+
+    tok, model = AutoTokenizer.from_pretrained(path), GPT2LMHeadModel.from_pretrained(path)
+    tok.padding_side = "left"  # a decoder-only model continues from the right end of each row
+    assert tok.decode(tok(SAMPLE)["input_ids"]) == SAMPLE  # byte-level BPE loses nothing
+    batch = tok([SAMPLE, "Short."], return_tensors="pt", padding=True)  # needs a pad token
+    out = model.generate(**batch, max_new_tokens=3, min_new_tokens=3, do_sample=False)
+    assert out.shape == (2, batch["input_ids"].shape[1] + 3)
+    assert isinstance(out, torch.Tensor)
+
+
+def check_bert(path: str) -> None:
+    from transformers import AutoTokenizer, BertForMaskedLM
+
+    tok, model = AutoTokenizer.from_pretrained(path), BertForMaskedLM.from_pretrained(path)
+    batch = tok(f"The {tok.mask_token} statement is used to iterate.", return_tensors="pt")
+    assert tok.mask_token_id in batch["input_ids"][0]
+    assert model(**batch).logits.shape == (1, batch["input_ids"].shape[1], len(tok))
+
+
+def check_distilbert(path: str) -> None:
+    from transformers import AutoTokenizer, DistilBertForSequenceClassification
+
+    tok = AutoTokenizer.from_pretrained(path)
+    model = DistilBertForSequenceClassification.from_pretrained(path, num_labels=2)
+    batch = tok([SAMPLE, "Short."], return_tensors="pt", padding=True, truncation=True)
+    assert model(**batch).logits.shape == (2, 2)
+
+
+def check_t5(path: str) -> None:
+    from transformers import AutoTokenizer, T5ForConditionalGeneration
+
+    tok, model = AutoTokenizer.from_pretrained(path), T5ForConditionalGeneration.from_pretrained(path)
+    assert tok.decode(tok(SAMPLE)["input_ids"], skip_special_tokens=True) == SAMPLE
+    batch = tok(["summarize: " + SAMPLE], return_tensors="pt")
+    out = model.generate(**batch, max_new_tokens=3, min_new_tokens=3, do_sample=False)
+    assert out.shape == (1, 1 + 3)  # the decoder start token, then three new ones
+
+
+def check_instruct_llm(path: str) -> None:
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    tok, model = AutoTokenizer.from_pretrained(path), LlamaForCausalLM.from_pretrained(path)
+    chat = [{"role": "user", "content": "What is a list?"}, {"role": "assistant", "content": "A sequence."}]
+    text = tok.apply_chat_template(chat, tokenize=False)
+    assert "<|im_start|>user\nWhat is a list?<|im_end|>" in text
+    assert "<|im_start|>assistant\nA sequence.<|im_end|>" in text and text.startswith("<|im_start|>system")
+    prompt = tok.apply_chat_template(chat[:1], add_generation_prompt=True, return_tensors="pt",
+                                     return_dict=True)
+    assert tok.decode(prompt["input_ids"][0]).endswith("<|im_start|>assistant\n")
+    out = model.generate(**prompt, max_new_tokens=3, min_new_tokens=3, do_sample=False)
+    assert out.shape == (1, prompt["input_ids"].shape[1] + 3)
+    assert (tok.eos_token, tok.pad_token) == ("<|im_end|>", "<|im_end|>")
+
+
+def check_clip(path: str) -> None:
+    import numpy as np
+    from PIL import Image
+    from transformers import CLIPModel, CLIPProcessor
+
+    processor, model = CLIPProcessor.from_pretrained(path), CLIPModel.from_pretrained(path)
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    batch = processor(text=["a photo of a cat", "a dog"], images=[image], return_tensors="pt", padding=True)
+    assert batch["pixel_values"].shape == (1, 3, 32, 32)
+    assert model(**batch).logits_per_image.shape == (1, 2)
+
+
+def check_stable_diffusion(path: str) -> None:
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(path)
+    pipe.set_progress_bar_config(disable=True)
+    images = pipe("a cat", num_inference_steps=2, guidance_scale=7.5, output_type="np").images
+    assert images.shape == (1, 32, 32, 3)
+
+
+def check_ddpm(path: str) -> None:
+    from diffusers import DDPMPipeline
+
+    pipe = DDPMPipeline.from_pretrained(path)
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe(batch_size=2, num_inference_steps=2, output_type="np").images.shape == (2, 32, 32, 3)
+
+
+CHECKS: dict[str, Callable[[str], None]] = {
+    "gpt2": check_gpt2, "bert": check_bert, "distilbert": check_distilbert, "t5": check_t5,
+    "instruct_llm": check_instruct_llm, "clip": check_clip, "stable_diffusion": check_stable_diffusion,
+    "ddpm": check_ddpm,
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key", BUILT)
+def test_standin_builds_reloads_runs_and_is_reused(key: str, capsys: pytest.CaptureFixture[str]) -> None:
+    path = hub.model_path(key)
+    line = announced(capsys, key)
+    assert f"not {hub.MODELS[key].hub_id}" in line and "M params" in line
+    assert Path(path) == hub.standin_dir(key) and list(Path(path).rglob("*.safetensors"))
+    CHECKS[key](path)
+    capsys.readouterr()
+
+    before = Path(path).stat().st_mtime_ns
+    start = time.perf_counter()
+    assert hub.model_path(key) == path  # the second call reuses the folder: no rebuild
+    assert time.perf_counter() - start < 0.1
+    assert Path(path).stat().st_mtime_ns == before
+    announced(capsys, key)  # ... and still says it is a stand-in
+
+
+def test_embedding_is_the_real_model_from_its_package(capsys: pytest.CaptureFixture[str]) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    path = hub.model_path("embedding")
+    assert "no download" in announced(capsys, "embedding")
+    vectors = SentenceTransformer(path, device="cpu").encode(["a cat sat on the mat", "a kitten on a rug"])
+    assert vectors.shape == (2, 384)
+
+
+def test_standins_are_deterministic(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    digests = []
+    for name in ("one", "two"):
+        monkeypatch.setenv("COURSE_CACHE", str(tmp_path / name))
+        folder = Path(hub.model_path("gpt2"))
+        digests.append([hashlib.sha256((folder / f).read_bytes()).hexdigest()
+                        for f in ("model.safetensors", "tokenizer.json")])
+    assert digests[0] == digests[1]
+
+
+# ---------------------------------------------------------------- offline error
+def test_offline_error_names_the_model_and_the_ways_forward(monkeypatch: pytest.MonkeyPatch,
+                                                            tmp_path: Path) -> None:
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hf-cache"))  # surely not cached
+    start = time.perf_counter()
+    with pytest.raises(hub.OfflineError) as caught:
+        hub.model_path("gpt2", preset="laptop")
+    assert time.perf_counter() - start < 5
+    message = str(caught.value)
+    assert "openai-community/gpt2" in message and "COURSE_OFFLINE=1" in message
+    assert "COURSE_PRESET=smoke" in message and "connect" in message
+    monkeypatch.setenv("COURSE_OFFLINE", "1")  # the second way forward works at any preset
+    assert Path(hub.model_path("gpt2", preset="laptop")).is_dir()
+
+
+# ---------------------------------------------------------------- building safely
+def test_interrupted_build_leaves_nothing_at_the_target(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    def crashing(folder: Path) -> int:
+        (folder / "config.json").write_text("{}")  # half a model, then the crash
+        raise KeyboardInterrupt
+
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
+    monkeypatch.setitem(hub._BUILDERS, "gpt2", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        hub.model_path("gpt2")
+    assert not hub.standin_dir("gpt2").exists()
+    assert list((tmp_path / "standins").iterdir()) == []  # the temporary folder is gone too
+    assert capsys.readouterr().out == ""  # nothing was announced
+
+
+def test_losing_a_build_race_uses_the_winners_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    def slow_twin(folder: Path) -> int:
+        winner = hub.standin_dir("gpt2")  # another process finishes first while we are building
+        winner.mkdir()
+        (winner / "standin.json").write_text('{"key": "gpt2", "params": 7}')
+        (folder / "config.json").write_text("{}")
+        return 8
+
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
+    monkeypatch.setitem(hub._BUILDERS, "gpt2", slow_twin)
+    assert hub.model_path("gpt2") == str(hub.standin_dir("gpt2"))
+    assert [p.name for p in (tmp_path / "standins").iterdir()] == ["gpt2-v1"]
+    assert not (hub.standin_dir("gpt2") / "config.json").exists()  # the winner's folder, untouched
+
+
+def test_building_does_not_change_the_callers_random_stream(monkeypatch: pytest.MonkeyPatch,
+                                                            tmp_path: Path) -> None:
+    import torch
+
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
+    monkeypatch.setitem(hub._BUILDERS, "gpt2", lambda folder: int(torch.randint(1, 9, ()).item()))
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    hub.model_path("gpt2")
+    assert torch.equal(torch.rand(3), expected)

@@ -1,0 +1,671 @@
+"""Datasets of the course: where each really comes from, and its offline stand-in.
+
+`load(name, split)` hands back the real dataset, or — in the smoke preset or with COURSE_OFFLINE=1 — a
+small stand-in of the SAME kind (same type, same columns, same item shapes), so the notebook code after
+the call never changes. Every stand-in announces itself in one printed line; a real download that fails
+raises `OfflineError` saying what, from where, and how to continue. Nothing happens at import time.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.client
+import os
+import re
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Callable
+
+from utils.runtime import cache_dir, use_standins
+
+KINDS = ("torchvision", "huggingface", "url", "bundled", "generated")
+"""Where a dataset comes from; only the first three need a network, and only they have stand-ins."""
+
+
+@functools.lru_cache(maxsize=1)
+def offline_text() -> str:
+    """~465 KB of English prose that ships with Python (pydoc's help topics), in a fixed order."""
+    from pydoc_data.topics import topics
+
+    return "\n\n".join(topics[key].strip() for key in sorted(topics))
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """One dataset of the course: its source, licence, offline stand-in and where it is used."""
+
+    name: str  # registry key
+    description: str
+    kind: str  # one of KINDS
+    source: str  # torchvision class, Hub id, URL, or the function that ships/generates it
+    licence: str
+    standin: str  # what replaces it offline / in smoke ("" for bundled and generated data)
+    used_in: tuple[str, ...]  # module folders
+    sha256: str = ""  # for kind == "url"
+    splits: tuple[str, ...] = ("train", "test")  # the split names load() accepts
+    config: str = ""  # Hugging Face configuration name, where the dataset has several
+
+
+_SKLEARN = "BSD-3-Clause (scikit-learn); the data's own origin is in the function's docstring"
+_HF_LICENCE = "see source page"
+
+DATASETS: dict[str, DatasetInfo] = {
+    info.name: info
+    for info in (
+        DatasetInfo("mnist", "70,000 handwritten digits, 28×28 grey", "torchvision",
+                    "torchvision.datasets.MNIST", "CC BY-SA 3.0 (as commonly stated; see source)",
+                    "sklearn digits (8×8) upscaled and padded to 1×28×28", ("01_deep_learning",)),
+        DatasetInfo("fashion_mnist", "70,000 Zalando clothing images, 28×28 grey", "torchvision",
+                    "torchvision.datasets.FashionMNIST", "MIT",
+                    "sklearn digits upscaled to 1×28×28 (digits standing in for clothes)",
+                    ("01_deep_learning",)),
+        DatasetInfo("cifar10", "60,000 colour photos of 10 classes, 32×32", "torchvision",
+                    "torchvision.datasets.CIFAR10", "no explicit licence; see source",
+                    "generated 3×32×32 coloured shapes, 5 shapes × 2 colour families",
+                    ("01_deep_learning", "04_images_multimodal")),
+        DatasetInfo("tiny_shakespeare", "1.1 MB of Shakespeare's plays (char-rnn)", "url",
+                    "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/"
+                    "input.txt", "public-domain text; repository MIT",
+                    "offline_text(): Python's own help pages, ~465 KB of English",
+                    ("01_deep_learning", "02_transformers", "05_frontier"),
+                    sha256="86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
+                    splits=("train",)),
+        DatasetInfo("python_docs", "Python's pydoc help topics as one text; also the RAG corpus",
+                    "bundled", "pydoc_data.topics (stdlib)", "PSF License", "",
+                    ("02_transformers", "03_llm_apps"), splits=("train",)),
+        DatasetInfo("imdb", "50,000 movie reviews labelled neg/pos (columns text, label)",
+                    "huggingface", "stanfordnlp/imdb", _HF_LICENCE,
+                    "templated positive/negative review sentences", ("02_transformers",)),
+        DatasetInfo("alpaca", "52,000 instructions with responses (instruction, input, output, text)",
+                    "huggingface", "tatsu-lab/alpaca", "CC BY-NC 4.0",
+                    "generated reverse / count / arithmetic / sort tasks with correct outputs",
+                    ("03_llm_apps", "05_frontier"), splits=("train",)),
+        # Assumed columns of trl-lib/ultrafeedback_binarized: chosen and rejected are conversations
+        # (lists of {"role", "content"}) whose first turn is the prompt — trl's "implicit prompt" form —
+        # plus score_chosen and score_rejected.
+        DatasetInfo("preference", "UltraFeedback preference pairs (chosen, rejected, scores)",
+                    "huggingface", "trl-lib/ultrafeedback_binarized", "MIT (UltraFeedback); see source",
+                    "generated arithmetic questions: chosen is correct, rejected is wrong",
+                    ("05_frontier",)),
+        DatasetInfo("digits", "1,797 handwritten digits, 8×8", "bundled",
+                    "sklearn.datasets.load_digits", _SKLEARN, "",
+                    ("00_prerequisites", "01_deep_learning"), splits=("train",)),
+        DatasetInfo("iris", "150 iris flowers, 4 measurements, 3 species", "bundled",
+                    "sklearn.datasets.load_iris", _SKLEARN, "", ("00_prerequisites",), splits=("train",)),
+        DatasetInfo("wine", "178 wines, 13 chemical measurements, 3 cultivars", "bundled",
+                    "sklearn.datasets.load_wine", _SKLEARN, "", ("00_prerequisites",), splits=("train",)),
+        DatasetInfo("breast_cancer", "569 tumours, 30 features, benign/malignant", "bundled",
+                    "sklearn.datasets.load_breast_cancer", _SKLEARN, "", ("00_prerequisites",),
+                    splits=("train",)),
+        DatasetInfo("diabetes", "442 patients, 10 features, disease progression (regression)",
+                    "bundled", "sklearn.datasets.load_diabetes", _SKLEARN, "", ("00_prerequisites",),
+                    splits=("train",)),
+        DatasetInfo("sample_images", "two colour photos (china, flower), 427×640", "bundled",
+                    "sklearn.datasets.load_sample_images", "CC BY 2.0 (see the function's docstring)", "",
+                    ("00_prerequisites",), splits=("train",)),
+        DatasetInfo("faces", "200 grey face crops (100 faces, 100 non-faces), 25×25", "bundled",
+                    "skimage.data.lfw_subset", "see source (Labeled Faces in the Wild subset)", "",
+                    ("01_deep_learning", "05_frontier"), splits=("train",)),
+        DatasetInfo("mnist1d", "MNIST-1D: 5,000 one-dimensional digit signals of length 40",
+                    "generated", "mnist1d.data.make_dataset", "Apache-2.0 (mnist1d package)", "",
+                    ("01_deep_learning",), splits=("train", "test")),
+        DatasetInfo("two_moons", "1,000 2-D points in two interleaved half circles", "generated",
+                    "sklearn.datasets.make_moons", _SKLEARN, "", ("00_prerequisites", "01_deep_learning"),
+                    splits=("train",)),
+        DatasetInfo("swiss_roll", "1,000 3-D points on a rolled-up sheet", "generated",
+                    "sklearn.datasets.make_swiss_roll", _SKLEARN, "", ("01_deep_learning",),
+                    splits=("train",)),
+        DatasetInfo("gaussian_ring", "2,000 2-D points from 8 Gaussians on a circle (GAN modes)",
+                    "generated", "utils.data.gaussian_ring", "course code (this repository)", "",
+                    ("01_deep_learning", "04_images_multimodal"), splits=("train",)),
+        DatasetInfo("facades", "CMP facades: paired photo / label-map images (imageA, imageB)",
+                    "huggingface", "huggan/facades", _HF_LICENCE,
+                    "generated 64×64 paired 'photos' and their flat label maps",
+                    ("04_images_multimodal",), splits=("train",)),
+        DatasetInfo("horse2zebra", "unpaired horse (imageA) and zebra (imageB) photos", "huggingface",
+                    "huggan/horse2zebra", _HF_LICENCE,
+                    "generated 64×64 unpaired plain blobs (A) and striped blobs (B)",
+                    ("04_images_multimodal",), splits=("train",)),
+        DatasetInfo("speech", "73 LibriSpeech utterances, 16 kHz (file, audio, text, ids)",
+                    "huggingface", "hf-internal-testing/librispeech_asr_dummy", "CC BY 4.0 (LibriSpeech)",
+                    "generated 16 kHz sine-tone clips described in text",
+                    ("04_images_multimodal",), splits=("validation",), config="clean"),
+    )
+}
+
+
+class OfflineError(RuntimeError):
+    """A real dataset was needed but could not be downloaded; the message says how to continue."""
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """The registry entry for `name`; ValueError listing the known names otherwise."""
+    if name not in DATASETS:
+        raise ValueError(f"Unknown dataset {name!r}. Known datasets: {', '.join(sorted(DATASETS))}.")
+    return DATASETS[name]
+
+
+def data_dir() -> Path:
+    """Where real datasets are cached: cache_dir()/"data"."""
+    path = cache_dir() / "data"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# --------------------------------------------------------------------------------------------- downloads
+
+# Matched by class name along the MRO so that we need not import requests / httpx / huggingface_hub
+# just to recognise their "no network" exceptions.
+_NETWORK_ERRORS = {"URLError", "ConnectionError", "TimeoutError", "timeout", "gaierror", "IncompleteRead",
+                   "RemoteDisconnected", "OfflineModeIsEnabled", "LocalEntryNotFoundError",
+                   "ConnectError", "TimeoutException", "Timeout"}
+
+
+def _is_network_error(exc: BaseException | None) -> bool:
+    """True if `exc`, or an exception it was raised from, means the network could not be used."""
+    while exc is not None:
+        if type(exc).__name__ == "HTTPError":  # the server answered (404, 403…): not an offline problem
+            return False
+        if any(cls.__name__ in _NETWORK_ERRORS for cls in type(exc).__mro__):
+            return True
+        # torchvision's MNIST tries every mirror, then raises a bare RuntimeError with this text.
+        if isinstance(exc, RuntimeError) and str(exc).startswith("Error downloading"):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _offline_error(name: str, source: str, reason: object) -> OfflineError:
+    """The one clear message for 'the real data needs a network we do not have'."""
+    standin = DATASETS[name].standin if name in DATASETS else ""
+    standin = f" ({standin})" if standin else ""
+    return OfflineError(
+        f"Could not download dataset {name!r} from {source}: {reason}. Either connect to the internet "
+        f"and re-run, or set COURSE_OFFLINE=1 (or COURSE_PRESET=smoke) to use the offline stand-in{standin}."
+    )
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _stream(url: str, out: BinaryIO, timeout: float) -> str:
+    """Copy `url` into `out` chunk by chunk (no whole file in memory); returns the SHA-256 hex digest."""
+    digest, received = hashlib.sha256(), 0
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        expected = response.headers.get("Content-Length")
+        for chunk in iter(lambda: response.read(1 << 16), b""):
+            digest.update(chunk)
+            out.write(chunk)
+            received += len(chunk)
+    # read() returns b"" when the server hangs up early, so a cut transfer must be caught by counting.
+    if expected is not None and received != int(expected):
+        raise http.client.IncompleteRead(b"", int(expected) - received)
+    return digest.hexdigest()
+
+
+def download(url: str, sha256: str, dest: Path, timeout: float = 30, *, name: str = "") -> Path:
+    """Fetch `url` to `dest`, verify its SHA-256, then move it into place atomically; returns `dest`."""
+    sha256 = sha256.lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+        raise ValueError(f"sha256 must be 64 hex digits; got {sha256!r}.")
+    dest = Path(dest)
+    if dest.is_file() and _sha256_of(dest) == sha256:
+        return dest  # already here and intact: no network needed
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    # The temporary file sits beside `dest` so that os.replace is a rename on one file system: atomic,
+    # so `dest` is either absent or complete and verified — never half written.
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            try:
+                actual = _stream(url, out, timeout)
+            except Exception as exc:
+                if _is_network_error(exc):
+                    raise _offline_error(name or dest.name, url, f"{type(exc).__name__}: {exc}") from exc
+                raise
+        if actual != sha256:
+            raise ValueError(f"Checksum mismatch for {url}: expected sha256 {sha256}, "
+                             f"got {actual}. The file was not kept.")
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return dest
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def load(name: str, split: str = "train", preset: str | None = None) -> Any:
+    """The dataset `name` (real, or its stand-in in smoke/offline mode) for `split`; same kind either way."""
+    info = dataset_info(name)
+    if split not in info.splits:
+        raise ValueError(f"Dataset {name!r} has no split {split!r}. Allowed: {', '.join(info.splits)}.")
+    if info.kind in ("bundled", "generated"):
+        return _LOCAL[name](split)  # always the real thing: it ships in a package or is generated
+    if use_standins(preset):
+        data, detail = _STANDINS[name](split)
+        print(f"stand-in: {name} → {detail}; set COURSE_PRESET=laptop (COURSE_OFFLINE unset) with a "
+              f"network for the real {info.source}")
+        return data
+    if info.kind == "torchvision":
+        return _load_torchvision(info, split)
+    if info.kind == "huggingface":
+        return _load_huggingface(info, split)
+    path = download(info.source, info.sha256, data_dir() / f"{name}.txt", name=name)
+    return path.read_text(encoding="utf-8")
+
+
+def _reraise_offline(name: str, source: str, exc: Exception) -> None:
+    """Turn a 'no network' failure of a library loader into OfflineError; leave other errors alone."""
+    if _is_network_error(exc):
+        raise _offline_error(name, source, f"{type(exc).__name__}: {exc}") from exc
+
+
+def _load_torchvision(info: DatasetInfo, split: str) -> Any:
+    """The real torchvision dataset: (image (C,H,W) in [0,1], int label) pairs, with `.classes`."""
+    import torchvision
+    from torchvision import transforms
+
+    dataset_class = getattr(torchvision.datasets, info.source.rsplit(".", 1)[1])
+    try:
+        return dataset_class(root=str(data_dir()), train=split == "train", download=True,
+                             transform=transforms.ToTensor())
+    except Exception as exc:
+        _reraise_offline(info.name, info.source, exc)
+        raise
+
+
+def _load_huggingface(info: DatasetInfo, split: str) -> Any:
+    """The real `datasets.Dataset` for `split`; a cached copy is used even when HF_*_OFFLINE=1."""
+    import datasets
+
+    try:
+        # With HF_HUB_OFFLINE=1 / HF_DATASETS_OFFLINE=1 this reads the cache or fails at once (no hang).
+        return datasets.load_dataset(info.source, info.config or None, split=split,
+                                     cache_dir=str(data_dir() / "huggingface"))
+    except Exception as exc:
+        _reraise_offline(info.name, f"the Hugging Face Hub ({info.source})", exc)
+        raise
+
+
+# ------------------------------------------------------------------------- bundled and generated data
+
+
+def gaussian_ring(n: int = 2000, n_modes: int = 8, radius: float = 2.0, std: float = 0.02,
+                  seed: int = 0) -> tuple["np.ndarray", "np.ndarray"]:  # noqa: F821
+    """`n` 2-D points from `n_modes` Gaussians evenly spaced on a circle: (x (n, 2) float32, mode (n,))."""
+    import numpy as np
+
+    if n < 1 or n_modes < 1 or radius <= 0 or std <= 0:
+        raise ValueError(f"gaussian_ring needs n ≥ 1, n_modes ≥ 1, radius > 0, std > 0; got n={n}, "
+                         f"n_modes={n_modes}, radius={radius}, std={std}.")
+    rng = np.random.default_rng(seed)
+    mode = rng.integers(0, n_modes, size=n)
+    angle = 2 * np.pi * mode / n_modes
+    centres = radius * np.stack([np.cos(angle), np.sin(angle)], axis=1)
+    return (centres + std * rng.standard_normal((n, 2))).astype(np.float32), mode
+
+
+def _sklearn_bundle(function: str) -> Callable[[str], Any]:
+    def load_bundle(split: str) -> Any:
+        import sklearn.datasets
+
+        return getattr(sklearn.datasets, function)()
+
+    return load_bundle
+
+
+def _faces(split: str) -> Any:
+    from skimage.data import lfw_subset
+
+    return lfw_subset()  # (200, 25, 25) float in [0, 1]: 100 faces then 100 non-faces
+
+
+def _mnist1d(split: str) -> tuple[Any, Any]:
+    import numpy as np
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    state = np.random.get_state()  # make_dataset seeds NumPy's global generator; put it back after
+    try:
+        data = make_dataset(get_dataset_args())
+    finally:
+        np.random.set_state(state)
+    return (data["x"], data["y"]) if split == "train" else (data["x_test"], data["y_test"])
+
+
+def _two_moons(split: str) -> tuple[Any, Any]:
+    from sklearn.datasets import make_moons
+
+    return make_moons(n_samples=1000, noise=0.1, random_state=0)
+
+
+def _swiss_roll(split: str) -> tuple[Any, Any]:
+    from sklearn.datasets import make_swiss_roll
+
+    return make_swiss_roll(n_samples=1000, noise=0.1, random_state=0)
+
+
+_LOCAL: dict[str, Callable[[str], Any]] = {
+    "python_docs": lambda split: offline_text(),
+    **{name: _sklearn_bundle(f"load_{name}")
+       for name in ("digits", "iris", "wine", "breast_cancer", "diabetes", "sample_images")},
+    "faces": _faces,
+    "mnist1d": _mnist1d,
+    "two_moons": _two_moons,
+    "swiss_roll": _swiss_roll,
+    "gaussian_ring": lambda split: gaussian_ring(),
+}
+
+
+# ----------------------------------------------------------------------------------------- stand-ins
+# Each builder takes a split and returns (data, one-line description). All are seeded: same call,
+# same data. Train and test come from one generated pool, cut in two, so they never overlap.
+
+MNIST_CLASSES = ["0 - zero", "1 - one", "2 - two", "3 - three", "4 - four",
+                 "5 - five", "6 - six", "7 - seven", "8 - eight", "9 - nine"]  # torchvision's names
+
+
+class ImageTensorDataset:
+    """Map-style dataset of (image FloatTensor (C,H,W) in [0,1], int label), like torchvision's.
+
+    A DataLoader needs only __len__ and __getitem__, so this needs no torch import at module level.
+    """
+
+    def __init__(self, data: Any, targets: list[int], classes: list[str]) -> None:
+        self.data, self.targets, self.classes = data, targets, classes
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        return self.data[index], self.targets[index]
+
+    def __repr__(self) -> str:
+        return f"ImageTensorDataset({len(self)} images of shape {tuple(self.data.shape[1:])}, " \
+               f"{len(self.classes)} classes)"
+
+
+def _digits_28x28(split: str) -> ImageTensorDataset:
+    """sklearn's 1,797 digits as 1×28×28 images in [0,1], split 80/20 stratified with a fixed seed."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0  # (N, 1, 8, 8)
+    # MNIST centres each digit in a 20×20 box inside 28×28; frame the stand-in the same way.
+    x = F.pad(F.interpolate(x, size=(20, 20), mode="bilinear", align_corners=False), (4, 4, 4, 4))
+    train, test = train_test_split(np.arange(len(x)), test_size=0.2, random_state=0,
+                                   stratify=digits.target)
+    index = torch.as_tensor(train if split == "train" else test)
+    return ImageTensorDataset(x[index].clamp(0, 1), digits.target[index.numpy()].tolist(), MNIST_CLASSES)
+
+
+def _mnist_standin(split: str) -> tuple[ImageTensorDataset, str]:
+    data = _digits_28x28(split)
+    return data, f"sklearn digits upscaled to 28×28 ({len(data):,} {split} images)"
+
+
+def _fashion_mnist_standin(split: str) -> tuple[ImageTensorDataset, str]:
+    data = _digits_28x28(split)
+    return data, f"sklearn digits upscaled to 28×28 standing in for Fashion-MNIST ({len(data):,} " \
+                 f"{split} images; classes are digits, not clothes)"
+
+
+SHAPES = ("circle", "square", "triangle", "cross", "ring")
+COLOUR_FAMILIES = {"warm": ((0.75, 0.1, 0.0), (1.0, 0.6, 0.2)), "cool": ((0.0, 0.3, 0.6), (0.3, 0.8, 1.0))}
+
+
+def _shape_mask(shape: str, dx: Any, dy: Any, r: Any) -> Any:
+    """Boolean mask of `shape` of radius `r` at offsets (dx, dy) from its centre (NumPy broadcasting)."""
+    import numpy as np
+
+    dist = np.sqrt(dx**2 + dy**2)
+    if shape == "circle":
+        return dist <= r
+    if shape == "square":
+        return np.maximum(abs(dx), abs(dy)) <= 0.8 * r
+    if shape == "triangle":  # apex up: half-width grows linearly from the apex to the base
+        return (dy <= 0.8 * r) & (abs(dx) <= 0.6 * (dy + r))
+    if shape == "cross":
+        return ((abs(dx) <= r / 3) & (abs(dy) <= r)) | ((abs(dy) <= r / 3) & (abs(dx) <= r))
+    return (dist <= r) & (dist >= 0.55 * r)  # ring
+
+
+def _shapes_32x32(per_class: int = 250, seed: int = 0) -> tuple[Any, Any, list[str]]:
+    """(N, 3, 32, 32) float32 images of coloured shapes on noisy grey backgrounds, labels, class names."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    classes = [f"{family} {shape}" for shape in SHAPES for family in COLOUR_FAMILIES]
+    yy, xx = np.mgrid[0:32, 0:32].astype(np.float32)
+    images, labels = [], []
+    for label, name in enumerate(classes):
+        family, shape = name.split()
+        r = rng.uniform(6, 11, (per_class, 1, 1))
+        cx, cy = rng.uniform(11, 21, (2, per_class, 1, 1))
+        mask = _shape_mask(shape, xx - cx, yy - cy, r)[:, None]  # (n, 1, 32, 32)
+        low, high = COLOUR_FAMILIES[family]
+        colour = rng.uniform(low, high, (per_class, 3))[:, :, None, None]
+        background = rng.uniform(0.2, 0.6, (per_class, 1, 1, 1))
+        noise = 0.05 * rng.standard_normal((per_class, 3, 32, 32))
+        images.append(np.clip(np.where(mask, colour, background) + noise, 0, 1))
+        labels.append(np.full(per_class, label))
+    order = rng.permutation(len(classes) * per_class)
+    return np.concatenate(images)[order].astype(np.float32), np.concatenate(labels)[order], classes
+
+
+def _cifar10_standin(split: str) -> tuple[ImageTensorDataset, str]:
+    import torch
+
+    images, labels, classes = _shapes_32x32()
+    cut = int(0.8 * len(labels))  # 2,000 train / 500 test
+    part = slice(None, cut) if split == "train" else slice(cut, None)
+    data = ImageTensorDataset(torch.from_numpy(images[part]), labels[part].tolist(), classes)
+    return data, f"generated 3×32×32 coloured shapes, 10 classes ({len(data):,} {split} images)"
+
+
+def _tiny_shakespeare_standin(split: str) -> tuple[str, str]:
+    text = offline_text()
+    return text, f"offline_text(), Python's help pages ({len(text):,} characters of English)"
+
+
+def _take_split(rows: list[dict], split: str, n_test: int, seed: int = 0) -> list[dict]:
+    """Shuffle `rows` with a fixed seed, then the last `n_test` are the test split, the rest train."""
+    import random
+
+    rows = rows[:]
+    random.Random(seed).shuffle(rows)
+    return rows[-n_test:] if split == "test" else rows[:-n_test]
+
+
+_SUBJECTS = ("The film", "This movie", "The acting", "The plot", "The script", "The soundtrack",
+             "The ending", "The cast")
+_REVIEW_WORDS = {  # label: (adjectives, closing remarks)
+    0: (("dull", "terrible", "boring", "clumsy", "awful", "tedious", "predictable", "lifeless",
+         "painful", "forgettable"),
+        ("I want my money back.", "Avoid it.", "A waste of time.", "One out of ten.", "Skip this one.")),
+    1: (("wonderful", "brilliant", "moving", "delightful", "superb", "charming", "gripping",
+         "beautiful", "hilarious", "touching"),
+        ("I would watch it again.", "Highly recommended.", "A real treat.", "Ten out of ten.",
+         "Go and see it.")),
+}
+
+
+def _imdb_standin(split: str) -> tuple[Any, str]:
+    import datasets
+
+    rows = [{"text": f"{subject} was {adjective}. {closing}", "label": label}
+            for label, (adjectives, closings) in _REVIEW_WORDS.items()
+            for subject in _SUBJECTS for adjective in adjectives for closing in closings]
+    features = datasets.Features({"text": datasets.Value("string"),
+                                  "label": datasets.ClassLabel(names=["neg", "pos"])})
+    data = datasets.Dataset.from_list(_take_split(rows, split, n_test=200), features=features)
+    return data, f"{len(data)} templated {split} reviews, labels neg/pos (columns text, label)"
+
+
+_ALPACA_PROMPT = ("Below is an instruction that describes a task{context}. Write a response that "
+                  "appropriately completes the request.\n\n### Instruction:\n{instruction}\n\n{input}"
+                  "### Response:\n{output}")
+_WORDS = ("apple", "river", "music", "garden", "planet", "silver", "window", "forest", "yellow", "castle")
+
+
+def _instruction_task(i: int, rng: Any) -> dict[str, str]:
+    """One instruction with its correct answer; the task type cycles with `i`."""
+    word, a, b = rng.choice(_WORDS), rng.randint(2, 99), rng.randint(2, 99)
+    numbers = [rng.randint(1, 50) for _ in range(5)]
+    task = [("Reverse the letters of the word.", word, word[::-1]),
+            ("Count the letters in the word.", word, str(len(word))),
+            ("Add the two numbers.", f"{a} and {b}", str(a + b)),
+            (f"What is {a} times {b}?", "", str(a * b)),
+            ("Sort the numbers from smallest to largest.", ", ".join(map(str, numbers)),
+             ", ".join(map(str, sorted(numbers)))),
+            ("Write the word in capital letters.", word, word.upper())][i % 6]
+    instruction, input_, output = task
+    text = _ALPACA_PROMPT.format(
+        context=", paired with an input that provides further context" if input_ else "",
+        instruction=instruction, input=f"### Input:\n{input_}\n\n" if input_ else "", output=output)
+    return {"instruction": instruction, "input": input_, "output": output, "text": text}
+
+
+def _alpaca_standin(split: str) -> tuple[Any, str]:
+    import random
+
+    import datasets
+
+    rng = random.Random(0)
+    data = datasets.Dataset.from_list([_instruction_task(i, rng) for i in range(300)])
+    return data, f"{len(data)} generated reverse / count / arithmetic / sort tasks with correct outputs"
+
+
+def _preference_standin(split: str) -> tuple[Any, str]:
+    import random
+
+    import datasets
+
+    rng = random.Random(0)
+    rows = []
+    for a in range(2, 22):
+        for b in range(2, 22):
+            op, value = ("+", a + b) if (a + b) % 2 else ("×", a * b)
+            wrong = value + rng.choice([-3, -2, -1, 1, 2, 3])
+            prompt = [{"role": "user", "content": f"What is {a} {op} {b}?"}]
+            rows.append({
+                "chosen": prompt + [{"role": "assistant", "content": f"{a} {op} {b} = {value}."}],
+                "rejected": prompt + [{"role": "assistant", "content": f"{a} {op} {b} = {wrong}."}],
+                "score_chosen": float(rng.randint(7, 10)), "score_rejected": float(rng.randint(1, 5))})
+    data = datasets.Dataset.from_list(_take_split(rows, split, n_test=100))
+    return data, f"{len(data)} arithmetic {split} pairs, chosen correct and rejected wrong " \
+                 "(columns chosen, rejected, score_chosen, score_rejected)"
+
+
+_FACADE_LABELS = {"wall": (0, 0, 170), "window": (0, 85, 255), "door": (170, 0, 0)}  # label-map colours
+
+
+def _facade_pair(rng: Any, size: int = 64) -> tuple[Any, Any]:
+    """A 'photo' of a facade (windows on a textured wall, a door) and its flat label map, as uint8."""
+    import numpy as np
+
+    parts = np.zeros((size, size), dtype=int)  # 0 wall, 1 window, 2 door
+    rows, cols = rng.integers(2, 5), rng.integers(2, 5)
+    for top in np.linspace(6, size - 26, rows).astype(int):
+        for left in np.linspace(6, size - 14, cols).astype(int):
+            parts[top:top + 8, left:left + 7] = 1
+    parts[size - 16:, size // 2 - 5:size // 2 + 5] = 2
+    label_map = np.array(list(_FACADE_LABELS.values()), dtype=np.uint8)[parts]
+    wall = rng.uniform(140, 220, 3)
+    palette = np.stack([wall, rng.uniform(20, 70, 3), np.array([90.0, 50.0, 20.0])])
+    photo = palette[parts] + rng.normal(0, 12, (size, size, 3))
+    return np.clip(photo, 0, 255).astype(np.uint8), label_map
+
+
+def _animal(rng: Any, striped: bool, size: int = 64) -> Any:
+    """A body-shaped ellipse on grass: plain brown ('horse') or black-and-white striped ('zebra')."""
+    import numpy as np
+
+    yy, xx = np.mgrid[0:size, 0:size]
+    cx, cy = rng.uniform(24, 40, 2)
+    a, b = rng.uniform(14, 22), rng.uniform(8, 12)
+    body = ((xx - cx) / a) ** 2 + ((yy - cy) / b) ** 2 <= 1
+    image = np.zeros((size, size, 3)) + rng.uniform([40, 110, 30], [80, 170, 60])  # grass
+    if striped:
+        period = rng.uniform(5, 8)
+        stripes = (np.sin(2 * np.pi * xx / period) > 0)[..., None] * 235.0 + 10
+        image = np.where(body[..., None], stripes, image)
+    else:
+        image = np.where(body[..., None], rng.uniform([110, 60, 20], [160, 100, 50]), image)
+    return np.clip(image + rng.normal(0, 8, image.shape), 0, 255).astype(np.uint8)
+
+
+def _image_pairs(pairs: list[tuple[Any, Any]]) -> Any:
+    """A datasets.Dataset with PIL image columns imageA and imageB, as the huggan datasets have."""
+    import datasets
+    from PIL import Image
+
+    features = datasets.Features({"imageA": datasets.Image(), "imageB": datasets.Image()})
+    return datasets.Dataset.from_dict(
+        {"imageA": [Image.fromarray(a) for a, _ in pairs], "imageB": [Image.fromarray(b) for _, b in pairs]},
+        features=features)
+
+
+def _facades_standin(split: str) -> tuple[Any, str]:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    data = _image_pairs([_facade_pair(rng) for _ in range(48)])
+    return data, f"{len(data)} generated 64×64 pairs: imageA a facade 'photo', imageB its label map"
+
+
+def _horse2zebra_standin(split: str) -> tuple[Any, str]:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    # Unpaired, as in CycleGAN: row i's horse and zebra are drawn independently of each other.
+    data = _image_pairs([(_animal(rng, striped=False), _animal(rng, striped=True)) for _ in range(48)])
+    return data, f"{len(data)} generated 64×64 unpaired rows: imageA plain 'horses', imageB striped 'zebras'"
+
+
+def _speech_standin(split: str) -> tuple[Any, str]:
+    import datasets
+    import numpy as np
+
+    rate, notes = 16_000, (220, 247, 262, 294, 330, 349, 392, 440)
+    t = np.arange(rate) / rate  # one second
+    rows = []
+    for i in range(24):
+        hertz = notes[i % len(notes)] * (1 + i // len(notes))  # three octaves
+        envelope = np.minimum(1, 10 * np.minimum(t, 1 - t))  # 0.1 s fade in/out: no clicks
+        wave = (0.5 * envelope * np.sin(2 * np.pi * hertz * t)).astype(np.float32)
+        rows.append({"file": f"tone-{i:03d}.wav", "text": f"A TONE AT {hertz} HERTZ",
+                     "audio": {"path": f"tone-{i:03d}.wav", "array": wave, "sampling_rate": rate},
+                     "speaker_id": 0, "chapter_id": 0, "id": f"tone-{i:03d}"})
+    # Real LibriSpeech decodes audio to a NumPy array; format the stand-in's audio column the same way.
+    data = datasets.Dataset.from_list(rows).with_format("numpy", columns=["audio"], output_all_columns=True)
+    return data, f"{len(data)} generated one-second sine tones at {rate:,} Hz (columns " \
+                 "file, audio, text, speaker_id, chapter_id, id)"
+
+
+_STANDINS: dict[str, Callable[[str], tuple[Any, str]]] = {
+    "mnist": _mnist_standin,
+    "fashion_mnist": _fashion_mnist_standin,
+    "cifar10": _cifar10_standin,
+    "tiny_shakespeare": _tiny_shakespeare_standin,
+    "imdb": _imdb_standin,
+    "alpaca": _alpaca_standin,
+    "preference": _preference_standin,
+    "facades": _facades_standin,
+    "horse2zebra": _horse2zebra_standin,
+    "speech": _speech_standin,
+}
