@@ -6,6 +6,9 @@ Every stand-in is built once per test session into a temporary cache; the user's
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -257,3 +260,21 @@ def test_building_does_not_change_the_callers_random_stream(monkeypatch: pytest.
     torch.manual_seed(123)
     hub.model_path("gpt2")
     assert torch.equal(torch.rand(3), expected)
+
+
+# ---------------------------------------------------------------- a stray hub id
+def test_a_stray_hub_id_fails_fast_with_a_readable_message(tmp_path):
+    # A notebook that bypasses utils.hub and names a Hub id directly must not hang CI for a minute per
+    # attempt: with the offline variables that `make test` sets, transformers refuses at once and says why.
+    code = ("from transformers import AutoTokenizer\n"
+            "try:\n"
+            "    AutoTokenizer.from_pretrained('openai-community/gpt2')\n"
+            "except OSError as error:\n"
+            "    print(error)\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HOME": str(tmp_path)}
+    start = time.monotonic()
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    elapsed = time.monotonic() - start
+    message = result.stdout.lower()
+    assert "couldn't connect" in message and "offline mode" in message, result.stdout
+    assert elapsed < 30, f"a stray hub id took {elapsed:.0f} s to fail (imports included)"
