@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from utils import data
+from utils import data, data_standins
 
 PAYLOAD = b"To be, or not to be, that is the question.\n" * 200
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -44,7 +44,7 @@ def test_every_registry_entry_is_well_formed():
         if info.kind in ("bundled", "generated"):
             assert info.standin == "" and key in data._LOCAL, key
         else:
-            assert info.standin and key in data._STANDINS, key
+            assert info.standin and key in data_standins.STANDINS, key
 
 
 def test_dataset_info_and_bad_name():
