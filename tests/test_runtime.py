@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import os
 import random
 import subprocess
@@ -122,7 +123,7 @@ def test_secrets_come_from_env_then_dotenv_and_are_never_in_the_error(monkeypatc
 def test_environment_report_names_versions_device_and_threads(monkeypatch, capsys):
     monkeypatch.setenv("COURSE_PRESET", "smoke")
     report = runtime.print_environment_report()
-    assert report["torch"] == torch.__version__.split("+")[0] or report["torch"].startswith("2.")
+    assert report["torch"] == importlib.metadata.version("torch")
     assert report["preset"] == "smoke" and report["offline stand-ins"] is True
     assert report["device"] in ("cpu", "cuda") and report["torch threads"] >= 1
     assert "python" in capsys.readouterr().out
