@@ -103,6 +103,13 @@ def test_seed_everything_repeats_python_numpy_and_torch():
             runtime.seed_everything(bad)
 
 
+def test_seed_everything_does_not_import_torch():
+    # Notebooks without torch (most of module 00) must not pay seconds for importing it.
+    code = "import sys; from utils.runtime import seed_everything; seed_everything(1); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
 def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("COURSE_CACHE", str(tmp_path / "c"))
     assert runtime.cache_dir() == tmp_path / "c" and (tmp_path / "c").is_dir()

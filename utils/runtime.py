@@ -114,7 +114,11 @@ def _mps_available() -> bool:
 
 
 def seed_everything(seed: int = 0) -> int:
-    """Seed Python, NumPy and torch (CPU and CUDA) so that a run repeats; returns the seed."""
+    """Seed Python, NumPy and torch (CPU and CUDA) so that a run repeats; returns the seed.
+
+    Call it after the imports: torch is seeded only when it is already imported, so a notebook that
+    never uses torch does not pay seconds to import it.
+    """
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:
         raise ValueError(f"seed must be an int in [0, 2**32); got {seed!r}.")
     random.seed(seed)
@@ -124,12 +128,9 @@ def seed_everything(seed: int = 0) -> int:
         np.random.seed(seed)
     except ImportError:
         pass
-    try:
-        import torch
-
+    torch = sys.modules.get("torch")
+    if torch is not None:
         torch.manual_seed(seed)  # also seeds every CUDA device
-    except ImportError:
-        pass
     return seed
 
 
