@@ -10,7 +10,9 @@ from __future__ import annotations
 import ast
 import importlib.metadata
 import re
+import sys
 import tomllib
+import types
 from pathlib import Path
 
 import nbformat
@@ -37,6 +39,46 @@ if "google.colab" in sys.modules:  # on Colab only: install the course helpers (
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", course], check=True)
     importlib.invalidate_caches()  # let this running kernel see the new packages
 {end}'''
+
+
+# --- a notebook's from-scratch code, for the reference tests ---------------------------------------
+
+def _is_constant(node: ast.stmt) -> bool:
+    """`NAME = <expression without calls>`: a table of functions or numbers, safe to re-run anywhere."""
+    if not isinstance(node, ast.Assign) or not all(isinstance(t, ast.Name) and t.id.isupper() for t in node.targets):
+        return False
+    return not any(isinstance(n, (ast.Call, ast.Await, ast.Yield)) for n in ast.walk(node.value))
+
+
+def notebook_definitions(path: Path | str, *, solutions: bool = False) -> dict[str, object]:
+    """The functions and classes a notebook defines, without running the notebook.
+
+    Executes only the top-level imports, `def`s, `class`es and UPPER_CASE constants without calls of every
+    code cell (cells tagged `solution` only if `solutions=True`), in cell order, and returns the namespace.
+    Tests in tests/reference/ use it to check a notebook's from-scratch code against the library, and the
+    utils version of a promoted model against the notebook's. Nothing is trained, loaded or printed.
+    A definition that needs the running notebook's variables (a default argument, a base class made
+    in a cell) is left out and listed in the namespace's `__skipped__`.
+    """
+    path = Path(path)
+    kept: list[ast.stmt] = []
+    for cell in read_notebook(path).cells:
+        if cell.cell_type != "code" or ("solution" in cell_tags(cell) and not solutions):
+            continue
+        source = "\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!")))
+        kept += [node for node in ast.parse(source, filename=str(path)).body
+                 if isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef))
+                 or _is_constant(node)]
+    module = types.ModuleType(f"notebook_{path.parent.name}_{path.stem}")  # a real module: dataclasses need one
+    sys.modules[module.__name__] = module
+    skipped = module.__dict__.setdefault("__skipped__", {})  # definitions that need the notebook's state
+    for node in kept:
+        try:
+            exec(compile(ast.Module(body=[node], type_ignores=[]), str(path), "exec"), module.__dict__)  # noqa: S102
+        except NameError as error:  # e.g. a default argument that is a variable of the running notebook
+            skipped[getattr(node, "name", ast.unparse(node)[:40])] = str(error)
+    return module.__dict__
+
 
 
 # --- reading and writing -------------------------------------------------------------------------
