@@ -248,3 +248,11 @@ def test_check_function_single_argument_and_tuple_outputs():
         check_function(lambda x: (x.mean(), x.std()), stats, make, name="stats")
     with pytest.raises(CheckFailed, match="should be a tuple of 2 values"):
         check_function(lambda x: x.mean(), stats, make, name="stats")
+
+
+def test_infinities_that_agree_are_not_reported_as_the_difference():
+    mask = np.array([[0.0, -np.inf], [-1.0, 0.0]])
+    wrong = np.array([[0.0, -np.inf], [1.0, 0.0]])  # equal -inf where expected, wrong sign below
+    with pytest.raises(CheckFailed) as error:
+        check_close(wrong, mask)
+    assert "at index (1, 0)" in str(error.value) and "= 2" in str(error.value), str(error.value)

@@ -84,7 +84,9 @@ def _compare_close(got: Any, expected: Any, rtol: float, atol: float, name: str,
     bad = ~np.isclose(g, e, rtol=rtol, atol=atol)  # NaN never counts as close
     if not bad.any():
         return None
-    diff = np.where(np.isnan(g - e), np.inf, np.abs(g - e))  # a NaN answer is the worst difference
+    with np.errstate(invalid="ignore"):  # inf - inf is NaN; such pairs are equal (isclose) or the worst
+        diff = np.where(np.isnan(g - e), np.inf, np.abs(g - e))  # a NaN answer is the worst difference
+    diff = np.where(bad, diff, -1.0)  # report the worst of the values that differ, not an equal -inf pair
     where = np.unravel_index(np.argmax(diff), diff.shape)
     at = f" at index {tuple(int(i) for i in where)}" if g.ndim else ""
     return (
