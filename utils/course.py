@@ -104,8 +104,12 @@ def run_notebook(path: Path, name: str, preset: str, out: Path, timeout: int = 6
     from nbclient.exceptions import CellExecutionError, CellTimeoutError
 
     nb = nbs.read_notebook(path)
-    # The kernel inherits this environment (offline flags, threads) plus the preset.
+    # The kernel inherits this environment (offline flags, threads) plus the preset. CPU presets get one
+    # torch/BLAS thread unless OMP_NUM_THREADS is set, as in `make test`: on a small shared machine two
+    # threads per kernel fight each other and a run can take 5x longer, which makes the times meaningless.
     env = {**os.environ, "COURSE_PRESET": check_preset(preset)}
+    if preset != "full":
+        env.setdefault("OMP_NUM_THREADS", "1")
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(path.parent)}})
     start, error = time.perf_counter(), ""
