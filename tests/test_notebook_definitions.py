@@ -23,11 +23,12 @@ def test_runs_definitions_only(tmp_path):
         ("import math\nfrom dataclasses import dataclass\nprint('setup ran')\nSEED = seed_everything(0)", ["setup"]),
         ("@dataclass(frozen=True)\nclass Config:\n    n: int\ncfg = Config(3)\nraise RuntimeError('training')",
          ["parameters"]),
-        ("%matplotlib inline\ndef double(x):\n    return 2 * x\nTABLE = {'double': double}\nZ = X @ W", []),
+        ("%matplotlib inline\ndef double(x):\n    return 2 * x\nTABLE = {'double': double}\nPAD, BOS = 0, 1\nZ = X @ W", []),
         ("def late(n=cfg.n):\n    return n", []),
         ("# Hint: ...\ndef exercise():\n    return 1", ["solution"]),
     )
     ns = notebook_definitions(path)
+    assert (ns["PAD"], ns["BOS"]) == (0, 1), "tuple constants count too"
     assert ns["double"](4) == 8 and ns["TABLE"]["double"] is ns["double"]
     assert ns["Config"](5).n == 5 and ns["math"].pi > 3
     assert "cfg" not in ns and "SEED" not in ns, "assignments that compute (calls) must not run"

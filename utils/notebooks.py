@@ -45,7 +45,10 @@ if "google.colab" in sys.modules:  # on Colab only: install the course helpers (
 
 def _is_constant(node: ast.stmt) -> bool:
     """`NAME = <expression without calls>`: a table of functions or numbers, safe to re-run anywhere."""
-    if not isinstance(node, ast.Assign) or not all(isinstance(t, ast.Name) and t.id.isupper() for t in node.targets):
+    if not isinstance(node, ast.Assign):
+        return False
+    names = [n for t in node.targets for n in (t.elts if isinstance(t, ast.Tuple) else [t])]  # PAD, BOS = 0, 1
+    if not all(isinstance(n, ast.Name) and n.id.isupper() for n in names):
         return False
     return not any(isinstance(n, (ast.Call, ast.Await, ast.Yield)) for n in ast.walk(node.value))
 

@@ -1,0 +1,97 @@
+"""02.05's GPT, built from the notebook's own classes, against utils.models.gpt, Hugging Face and the fused kernel.
+
+The notebook is not run: `notebook_definitions` executes only its imports, functions and classes.
+"""
+
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import GPT2LMHeadModel
+
+from utils.models import gpt as utils_gpt
+from utils.notebooks import notebook_definitions
+
+NOTEBOOK = Path(__file__).resolve().parents[2] / "02_transformers" / "05_build_gpt_from_scratch.ipynb"
+
+
+@pytest.fixture(scope="module")
+def nb():
+    return notebook_definitions(NOTEBOOK)
+
+
+@pytest.fixture(scope="module")
+def tiny(nb):
+    return nb["GPTConfig"](vocab_size=37, block_size=16, n_layer=2, n_head=4, n_embd=32, dropout=0.0)
+
+
+@pytest.fixture(scope="module")
+def model(nb, tiny):
+    """The notebook's GPT with every parameter perturbed, so biases and LayerNorm gains are not 0 / 1."""
+    torch.manual_seed(0)
+    gpt = nb["GPT"](tiny).eval()
+    with torch.no_grad():
+        for p in gpt.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return gpt
+
+
+def test_explicit_attention_equals_the_fused_kernel(nb):
+    torch.manual_seed(1)
+    for T in (1, 5, 16):
+        q, k, v = torch.randn(3, 2, 3, T, 8, dtype=torch.float64)  # (B, H, T, D) each
+        ours = nb["causal_attention"](q, k, v)
+        torch.testing.assert_close(ours, F.scaled_dot_product_attention(q, k, v, is_causal=True),
+                                   rtol=0, atol=1e-12)
+        weights = nb["causal_attention_weights"](q, k)
+        torch.testing.assert_close(weights.sum(-1), torch.ones(2, 3, T, dtype=torch.float64))
+        assert torch.all(weights.triu(diagonal=1) == 0), "attention weights on the future must be exactly 0"
+
+
+def test_notebook_gpt_equals_utils_gpt(nb, tiny, model):
+    lib = utils_gpt.GPT(utils_gpt.GPTConfig(**asdict(tiny))).eval()
+    lib.load_state_dict(model.state_dict(), strict=True)
+    idx = torch.randint(0, tiny.vocab_size, (3, tiny.block_size))
+    targets = torch.randint(0, tiny.vocab_size, (3, tiny.block_size))
+    logits, loss = model(idx, targets)
+    lib_logits, lib_loss = lib(idx, targets)
+    torch.testing.assert_close(logits, lib_logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(loss, lib_loss, rtol=1e-5, atol=1e-5)
+    assert sorted(model.state_dict()) == sorted(lib.state_dict()), "parameter names should match utils.models.gpt"
+    assert model.num_params() == lib.num_params()
+
+
+def test_hf_state_dict_mapping_gives_the_same_logits(nb, tiny, model):
+    hf = GPT2LMHeadModel(nb["hf_config_for"](tiny)).eval()
+    hf.load_state_dict(nb["to_hf_state_dict"](model), strict=True)
+    idx = torch.randint(0, tiny.vocab_size, (2, tiny.block_size))
+    with torch.no_grad():
+        torch.testing.assert_close(model(idx)[0], hf(idx).logits, rtol=1e-5, atol=1e-5)
+        # HF shifts the labels inside; ours takes the targets already shifted
+        torch.testing.assert_close(model(idx[:, :-1], idx[:, 1:])[1], hf(idx, labels=idx).loss, rtol=1e-5, atol=1e-5)
+
+
+def test_gpt_is_causal_and_tied(nb, tiny, model):
+    idx = torch.randint(0, tiny.vocab_size, (2, tiny.block_size))
+    changed = idx.clone()
+    changed[:, 9:] = (changed[:, 9:] + 1) % tiny.vocab_size
+    with torch.no_grad():
+        a, b = model(idx)[0], model(changed)[0]
+    torch.testing.assert_close(a[:, :9], b[:, :9])
+    assert not torch.allclose(a[:, 9:], b[:, 9:])
+    assert model.lm_head.weight is model.transformer.wte.weight
+
+
+def test_ladder_rungs_run_and_start_near_uniform(nb, tiny):
+    torch.manual_seed(0)
+    idx = torch.randint(0, tiny.vocab_size, (2, tiny.block_size))
+    rungs = [nb["BigramLM"](tiny)] + [nb["LadderLM"](tiny, nb[name]) for name in
+                                      ("AttentionOnlyBlock", "AttentionMLPBlock", "ResidualBlock")]
+    for rung in rungs:
+        logits, loss = rung(idx, idx)
+        assert logits.shape == (2, tiny.block_size, tiny.vocab_size)
+        assert torch.isfinite(loss)
+    uniform = torch.log(torch.tensor(float(tiny.vocab_size)))
+    assert abs(rungs[0](idx, idx)[1] - uniform) < 0.05, "the bigram's small initialisation gives ~ln V"
