@@ -11,7 +11,7 @@ weights map one to one onto Hugging Face's `GPT2LMHeadModel`: see `to_hf_gpt2` a
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -162,7 +162,7 @@ class GPT(nn.Module):
 
     def optimizer(self, lr: float, weight_decay: float = 0.1, betas: tuple[float, float] = (0.9, 0.95)
                   ) -> torch.optim.AdamW:
-        """AdamW that decays matrices (2-D weights) but not biases, LayerNorm gains or ... 1-D parameters."""
+        """AdamW that decays matrices (2-D weights) but not biases, LayerNorm gains or any other 1-D parameter."""
         params = [p for p in self.parameters() if p.requires_grad]
         groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
                   {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
@@ -218,7 +218,3 @@ def from_hf_gpt2(hf_model: Any) -> GPT:
     model.load_state_dict(state, strict=True)
     return model
 
-
-def config_dict(config: GPTConfig) -> dict[str, Any]:
-    """The config as a plain dict (for saving next to a safetensors file)."""
-    return asdict(config)
