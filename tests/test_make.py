@@ -219,6 +219,27 @@ def test_an_empty_venv_is_refused_before_anything_runs():
     assert result.returncode != 0 and "CONDA_PREFIX" in result.stderr
 
 
+def _a_python_the_course_does_not_support() -> str | None:
+    """An installed python3.10 or 3.13 that runs (pyenv shims exist for versions that are not selected)."""
+    for name in ("python3.13", "python3.10", "python3.9"):
+        path = shutil.which(name)
+        if path and subprocess.run([path, "-c", ""], capture_output=True).returncode == 0:
+            return path
+    return None
+
+
+@needs_make
+def test_an_environment_on_an_unsupported_python_is_refused_before_pip_runs(tmp_path):
+    python = _a_python_the_course_does_not_support()
+    if python is None:
+        pytest.skip("no python3.13 / 3.10 / 3.9 on this machine")
+    env_dir = tmp_path / "old-env"
+    subprocess.run([python, "-m", "venv", "--without-pip", str(env_dir)], check=True)
+    result = _make("install", f"VENV={env_dir}", env=_clean_env(tmp_path / "home"))
+    assert result.returncode != 0 and "needs Python 3.11 or 3.12" in result.stderr
+    assert "pip install" not in result.stdout and not (env_dir / ".installed").exists()
+
+
 def _copy_of_the_course(dest: Path) -> Path:
     """The course files without .venv, .git and build outputs: a fresh clone, as far as make can tell."""
     skip = shutil.ignore_patterns(".venv", ".git", "build", "*.egg-info", "__pycache__", ".pytest_cache")
