@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import tomllib
 from pathlib import Path
 
@@ -157,6 +158,73 @@ def test_release_names_notebook_and_cell_of_a_broken_solution(tmp_path: Path, ca
     make_course(tmp_path, solution="# Hint: close the bracket.\nanswer = (1 +\n")
     assert main(["--root", str(tmp_path), "release", "--out", str(tmp_path / "student")]) == 2
     assert f"{NB}, cell 5: the solution cell does not parse" in capsys.readouterr().err
+
+
+def _break_cell_ids(path: Path) -> None:
+    """A repeated id (a pasted cell) and a missing one: nbformat repairs both with random ids on reading."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["cells"][1]["id"] = data["cells"][0]["id"]
+    del data["cells"][4]["id"]
+    path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_stamp_times_and_release_write_the_same_bytes_every_time(tmp_path: Path) -> None:
+    _break_cell_ids(make_course(tmp_path / "course"))
+    times = tmp_path / "times.json"
+    times.write_text(json.dumps({NB: {"smoke": {"seconds": 3.0, "date": "2025-01-01", "machine": "x"}}}))
+    copies = [tmp_path / "a", tmp_path / "b"]
+    for copy in copies:  # the same course, processed twice from scratch
+        shutil.copytree(tmp_path / "course", copy)
+        for command in (["stamp"], ["times", "--times-file", str(times)], ["release", "--out", str(copy / "s")]):
+            assert main(["--root", str(copy), *command]) == 0
+    assert _tree(copies[0]) == _tree(copies[1])
+    source, student = (nbs.read_notebook(p) for p in (copies[0] / NB, copies[0] / "s" / NB))
+    ids = [cell.id for cell in source.cells]
+    assert len(set(ids)) == len(ids) and ids == [cell.id for cell in student.cells]
+    before = _tree(copies[0])  # and once more on the result: nothing changes
+    for command in (["stamp"], ["times", "--times-file", str(times)], ["release", "--out", str(copies[0] / "s")]):
+        assert main(["--root", str(copies[0]), *command]) == 0
+    assert _tree(copies[0]) == before
+
+
+def _built_notebook() -> nbformat.NotebookNode:
+    """A notebook built in code: nbformat gives each new cell a random id."""
+    return new_notebook(cells=[new_markdown_cell("# 00.01 · Demo"), new_code_cell("x = 1"), new_code_cell("x = 1"),
+                               new_code_cell("print(x)")])
+
+
+def test_a_notebook_built_in_code_gets_the_same_ids_each_time_it_is_saved(tmp_path: Path) -> None:
+    path, other = tmp_path / "demo.ipynb", tmp_path / "other.ipynb"
+    assert nbs.save_notebook(_built_notebook(), path) is True
+    first = path.read_bytes()
+    assert nbs.save_notebook(_built_notebook(), path) is False and path.read_bytes() == first
+    nbs.save_notebook(_built_notebook(), other)
+    assert other.read_bytes() == first  # derived from the content, not from chance or the file name
+    ids = [cell.id for cell in nbs.read_notebook(path).cells]
+    assert len(set(ids)) == 4  # two cells with the same source still get different ids
+    nb = _built_notebook()  # regenerated with an edit and a new cell: only the new cell gets a new id
+    nb.cells[3].source = "print(x + 1)"
+    nb.cells.insert(1, new_markdown_cell("A new paragraph."))
+    nbs.save_notebook(nb, path)
+    new_ids = [cell.id for cell in nbs.read_notebook(path).cells]
+    assert new_ids[:1] + new_ids[2:] == ids and new_ids[1] not in ids
+
+
+def test_a_notebook_without_ids_is_upgraded_with_derived_ids(tmp_path: Path) -> None:
+    nb = {"nbformat": 4, "nbformat_minor": 4, "metadata": {},
+          "cells": [{"cell_type": "markdown", "metadata": {}, "source": "# Title"},
+                    {"cell_type": "code", "metadata": {}, "source": "x = 1", "outputs": [], "execution_count": None}]}
+    texts = []
+    for name in ("a.ipynb", "b.ipynb"):
+        (tmp_path / name).write_text(json.dumps(nb), encoding="utf-8")
+        texts.append(nbs.notebook_text(nbs.read_notebook(tmp_path / name)))
+    assert texts[0] == texts[1]
+    written = json.loads(texts[0])
+    assert written["nbformat_minor"] == 5 and all(re.fullmatch(r"[0-9a-f]{8}", c["id"]) for c in written["cells"])
 
 
 def test_run_executes_records_times_and_released_copy_fails_at_the_check(course: Path, tmp_path: Path) -> None:
