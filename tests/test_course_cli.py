@@ -6,6 +6,7 @@ writes into the real notebooks, READMEs or benchmarks/times.json.
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import shutil
@@ -142,10 +143,17 @@ def test_release_stubs_solutions(course: Path, tmp_path: Path, capsys) -> None:
                for c in released.cells if c.cell_type == "code")
 
 
-def test_stub_keeps_tuple_answers_unpackable_and_classes_importable() -> None:
+def _released_stub(root: Path, solution: str) -> str:
+    """The exercise cell that `release` makes of `solution` in a one-notebook course under `root`."""
+    make_course(root, solution=solution)
+    assert main(["--root", str(root), "release", "--out", str(root / "student")]) == 0
+    return nbformat.read(str(root / "student" / NB), as_version=4).cells[5].source
+
+
+def test_stub_keeps_tuple_answers_unpackable_and_classes_importable(tmp_path: Path) -> None:
     source = ('# Hint: think.\nclass Box:\n    """A box."""\n    size = 3\n\n    def area(self) -> int:\n'
               '        return self.size ** 2\n\nx, y = 1, 2\nfor i in range(3):\n    print(i)\n')
-    stub = nbs.stub_solution(source, "demo")
+    stub = _released_stub(tmp_path, source)
     scope: dict = {}
     exec(stub, scope)  # the stub itself runs; only using it raises
     assert scope["x"] is ... and scope["y"] is ...
@@ -154,10 +162,125 @@ def test_stub_keeps_tuple_answers_unpackable_and_classes_importable() -> None:
     assert "print" not in stub
 
 
+# The signature shapes of the course's solution cells (01.03's adamw_step and kaiming_std, 00.01's class,
+# 02.07's ''' docstrings) and a few it may grow. Each header and docstring must reach the student exactly
+# as written; `SECRET` marks the body, which must not.
+AUTHOR_HEADERS = {
+    "multi-line signature": '''
+def adamw_step(param: torch.Tensor, grad: torch.Tensor, m: torch.Tensor, v: torch.Tensor, t: int, lr: float,
+               betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.01):
+    """One AdamW step on a tensor (t counts from 1); returns (new param, new m, new v)."""
+''',
+    "spaced default": '''
+def kaiming_std(fan_in: int, negative_slope: float = 0.0) -> float:
+    """The weight std that keeps Var(pre-activation) constant: √(2 / ((1 + a²) n))."""
+''',
+    "keyword-only, no docstring": '''
+def norm(x: np.ndarray, *, eps: float = 1e-5, axis: int = -1) -> np.ndarray:
+''',
+    "decorators, ''' docstring": """
+@functools.lru_cache(maxsize=None)
+@torch.no_grad()
+def fib(n: int) -> int:
+    '''The n-th Fibonacci number,
+    fib(0) = 0.'''
+""",
+    "lambda default": '''
+def apply(xs: list[int], f=lambda x: x * 2) -> dict[str, list[int]]:
+    """Apply f to every x → {"out": [...]}."""
+''',
+    "async, hanging indent": '''
+async def fetch(
+    url: str,
+    timeout: float = 1.0,
+) -> bytes:
+''',
+}
+
+
+@pytest.mark.parametrize("header", AUTHOR_HEADERS.values(), ids=AUTHOR_HEADERS.keys())
+def test_stub_keeps_the_authors_signature_and_docstring(tmp_path: Path, header: str) -> None:
+    header = header.strip("\n")
+    body = ("    def helper(k):  # a nested def is part of the answer\n        return k * SECRET\n\n"
+            "    for _ in range(2):\n        pass\n    return helper(SECRET)\n")
+    stub = _released_stub(tmp_path, f"# Hint: think it through.\n{header}\n{body}")
+    assert f"\n{header}\n    raise NotImplementedError('think it through.')\n" in stub, stub
+    assert "SECRET" not in stub and "helper" not in stub and "for _" not in stub
+    ast.parse(stub)
+
+
+def test_stub_keeps_a_class_and_its_method_signatures_as_written(tmp_path: Path) -> None:
+    solution = '''# Hint: fit stores the mean; transform uses it.
+class Scaler(Base):
+    """Standardise features with statistics learned by `fit`."""
+
+    def fit(self, rows: list[list[float]],
+            ddof: int = 0) -> "Scaler":
+        """Learn each column's mean; return self."""
+        self.mean = SECRET
+        return self
+
+    @property
+    def n_features(self) -> int:
+        return len(self.mean)
+'''
+    stub = _released_stub(tmp_path, solution)
+    assert stub == '''# Exercise: write your solution here.
+# Hint: fit stores the mean; transform uses it.
+
+class Scaler(Base):
+    """Standardise features with statistics learned by `fit`."""
+
+    def fit(self, rows: list[list[float]],
+            ddof: int = 0) -> "Scaler":
+        """Learn each column's mean; return self."""
+        raise NotImplementedError('fit stores the mean; transform uses it.')
+
+    @property
+    def n_features(self) -> int:
+        raise NotImplementedError('fit stores the mean; transform uses it.')
+'''
+
+
+def test_stub_cuts_the_signature_line_at_its_colon_and_keeps_a_hint_of_two_lines(tmp_path: Path) -> None:
+    source = ("# Hint: the long side is the square root of a*a + b*b;\n# math.sqrt helps.\n"
+              "def hypotenuse(a, b):  # = math.hypot(a, b)\n    return math.hypot(a, b)\n")
+    stub = _released_stub(tmp_path, source)
+    assert "# Hint: the long side is the square root of a*a + b*b;\n# math.sqrt helps.\n" in stub
+    assert "def hypotenuse(a, b):\n" in stub and "math.hypot" not in stub  # the comment could give it away
+    assert "raise NotImplementedError('the long side is the square root of a*a + b*b; math.sqrt helps.')" in stub
+
+
 def test_release_names_notebook_and_cell_of_a_broken_solution(tmp_path: Path, capsys) -> None:
     make_course(tmp_path, solution="# Hint: close the bracket.\nanswer = (1 +\n")
     assert main(["--root", str(tmp_path), "release", "--out", str(tmp_path / "student")]) == 2
     assert f"{NB}, cell 5: the solution cell does not parse" in capsys.readouterr().err
+
+
+def test_release_removes_the_colab_badge_unless_told_where_the_release_lives(course: Path, tmp_path: Path) -> None:
+    # The course's badge opens the course's notebook on Colab, solutions included: not for students.
+    out = tmp_path / "student"
+    assert main(["--root", str(tmp_path), "release", "--out", str(out)]) == 0
+    released = nbformat.read(str(out / NB), as_version=4)
+    assert "colab-badge" not in released.cells[0].source
+    assert released.cells[0].source.startswith("# 00.01 · Demo")
+    url = "https://github.com/a-school/genai-student"
+    assert main(["--root", str(tmp_path), "release", "--out", str(out), "--colab-url", url]) == 0
+    released = nbformat.read(str(out / NB), as_version=4)
+    assert nbs.badge_line(NB, url) in released.cells[0].source
+    assert f"@ git+{url}" in released.cells[2].source
+    assert url in (out / "README.md").read_text(encoding="utf-8")
+
+
+def test_release_refuses_a_bad_colab_url_and_the_course_folder_as_its_output(course: Path, tmp_path: Path,
+                                                                              capsys) -> None:
+    before = course.read_bytes()
+    assert main(["--root", str(tmp_path), "release", "--out", str(tmp_path)]) == 2
+    assert "is the course itself" in capsys.readouterr().err
+    assert course.read_bytes() == before  # the solutions were not replaced by stubs
+    out = tmp_path / "student"
+    assert main(["--root", str(tmp_path), "release", "--out", str(out), "--colab-url", "https://x.org/a/b"]) == 2
+    assert "is not https://github.com/<owner>/<repo>" in capsys.readouterr().err and not out.exists()
 
 
 def _break_cell_ids(path: Path) -> None:

@@ -1,10 +1,11 @@
-"""The course's notebooks as files: find, read, write with stable cell ids, stamp, make student copies.
+"""The course's notebooks as files: find, read, write with stable cell ids, stamp the shared parts.
 
 `python -m utils.course` is the command line on top of this module. The parts every notebook shares
 (the "Open in Colab" badge and the Colab install block of the setup cell) are written here, from one
 template, so that a change of repository or install line is one edit plus `python -m utils.course stamp`.
 Every write keeps the cells' ids; a cell without one gets an id derived from its content, so writing a
 notebook again gives the same bytes. Build notebooks in code? Write them with `save_notebook`.
+The student copies (solutions become stubs) are made in utils/student.py.
 """
 
 from __future__ import annotations
@@ -291,85 +292,6 @@ def stamp_notebook(nb: nbformat.NotebookNode, relative_path: str, url: str) -> n
         raise ValueError(f"{relative_path}: needs exactly one code cell tagged 'setup'; found {len(setup)}.")
     _stamp_setup(setup[0], setup_block(url), relative_path)
     return nb
-
-
-# --- student copies: solutions become stubs ------------------------------------------------------
-
-
-def _raise_not_implemented(hint: str) -> ast.Raise:
-    call = ast.Call(func=ast.Name("NotImplementedError", ast.Load()), args=[ast.Constant(hint)], keywords=[])
-    return ast.Raise(exc=call, cause=None)
-
-
-def _stub_def(node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef, hint: str) -> str:
-    """Signature and docstring of a def (body raises) or class (its methods stubbed the same way)."""
-    docstring = [node.body[0]] if ast.get_docstring(node) is not None else []
-    if isinstance(node, ast.ClassDef):
-        # A class body that raised would fail already when the exercise cell runs; the student should
-        # meet the error at the check, so the class stays and its methods raise instead.
-        methods = [m for m in node.body if isinstance(m, (ast.FunctionDef, ast.AsyncFunctionDef))]
-        for method in methods:
-            _stub_body(method, hint)
-        node.body = docstring + methods or [ast.Pass()]
-    else:
-        _stub_body(node, hint)
-    return ast.unparse(node)
-
-
-def _stub_body(node: ast.FunctionDef | ast.AsyncFunctionDef, hint: str) -> None:
-    docstring = [node.body[0]] if ast.get_docstring(node) is not None else []
-    node.body = docstring + [_raise_not_implemented(hint)]
-
-
-def _stub_assignment(node: ast.Assign | ast.AnnAssign) -> str | None:
-    """`name = ...  # your answer`; a tuple target gets one `...` per name so that it still unpacks."""
-    target = node.targets[0] if isinstance(node, ast.Assign) else node.target
-    if isinstance(node, ast.AnnAssign):
-        return f"{ast.unparse(target)}: {ast.unparse(node.annotation)} = ...  # your answer"
-    if isinstance(target, (ast.Tuple, ast.List)):
-        return f"{ast.unparse(target)} = {', '.join(['...'] * len(target.elts))}  # your answer"
-    if isinstance(target, ast.Name):
-        return f"{target.id} = ...  # your answer"
-    return None  # `x.attr = ...` or `x[0] = ...` changes an object; there is no name to hand back
-
-
-def stub_solution(source: str, where: str) -> str:
-    """The student version of a solution cell: imports, signatures, `...` answers and the hint."""
-    hints = [line.strip() for line in source.splitlines() if line.strip().startswith("# Hint:")]
-    if not hints:
-        raise ValueError(f"{where}: a solution cell needs a '# Hint: ...' comment line; found none.")
-    try:
-        tree = ast.parse(source)
-    except SyntaxError as err:
-        raise ValueError(f"{where}: the solution cell does not parse (line {err.lineno}: {err.msg}).") from err
-    hint = hints[0].removeprefix("# Hint:").strip()
-    parts = ["# Exercise: write your solution here.", hints[0]]
-    for node in tree.body:
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            parts.append(ast.unparse(node))
-        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            parts += ["", _stub_def(node, hint), ""]  # blank lines around a def, as PEP 8 asks
-        elif isinstance(node, (ast.Assign, ast.AnnAssign)) and (line := _stub_assignment(node)):
-            parts.append(line)
-        # everything else (prints, loops, plots) is the student's to write
-    kept = [p for i, p in enumerate(parts) if p or (i and parts[i - 1])]  # no double blank lines
-    return "\n".join(kept).strip() + "\n"
-
-
-def student_notebook(nb: nbformat.NotebookNode, where: str) -> tuple[nbformat.NotebookNode, int]:
-    """A copy of `nb` with every `solution` cell stubbed and tagged `exercise`, outputs cleared."""
-    nb = nbformat.from_dict(nb)  # a deep copy: the author's notebook object is left alone
-    stubbed = 0
-    for index, cell in enumerate(nb.cells):
-        if cell.cell_type != "code":
-            continue
-        cell.outputs, cell.execution_count = [], None
-        tags = cell_tags(cell)
-        if "solution" in tags:
-            cell.source = stub_solution(cell.source, f"{where}, cell {index}")
-            cell.metadata["tags"] = [t for t in tags if t != "solution"] + ["exercise"]
-            stubbed += 1
-    return nb, stubbed
 
 
 # --- measured run times, as the READMEs and notebooks show them -----------------------------------
