@@ -18,6 +18,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from utils import notebooks as nbs
+from utils import student
 from utils.course import check_preset, main, run_notebook
 from utils.runtime import repo_root
 
@@ -281,6 +282,58 @@ def test_release_refuses_a_bad_colab_url_and_the_course_folder_as_its_output(cou
     out = tmp_path / "student"
     assert main(["--root", str(tmp_path), "release", "--out", str(out), "--colab-url", "https://x.org/a/b"]) == 2
     assert "is not https://github.com/<owner>/<repo>" in capsys.readouterr().err and not out.exists()
+
+
+COURSE_MAKEFILE = """# The course: make lab, make test.
+# A second line of introduction.
+
+VENV         ?= .venv
+BIN          := $(VENV)/bin
+$(if $(strip $(VENV)),,$(error VENV is empty: set it))
+FLAGS        := -a \\
+\t-b
+
+.PHONY: help lab test release
+
+help:
+\t@echo "make test"
+
+# Opens the course.
+lab: kernel
+\t$(BIN)/jupyter lab \\
+\t\t--flag
+# Runs every test.
+test: kernel
+\tpytest tests
+release stamp:
+\t$(BIN)/python -m utils.course $@
+
+clean:
+\trm -rf build
+"""
+
+
+def test_the_student_makefile_is_the_course_makefile_without_the_authors_targets() -> None:
+    makefile = student.student_makefile(COURSE_MAKEFILE, "# student\n\n@COURSE_MAKEFILE@\n\ncheck:\n\techo\n")
+    assert makefile == """# student
+
+VENV         ?= .venv
+BIN          := $(VENV)/bin
+$(if $(strip $(VENV)),,$(error VENV is empty: set it))
+FLAGS        := -a \\
+\t-b
+
+# Opens the course.
+lab: kernel
+\t$(BIN)/jupyter lab \\
+\t\t--flag
+
+clean:
+\trm -rf build
+
+check:
+\techo
+"""
 
 
 def _break_cell_ids(path: Path) -> None:

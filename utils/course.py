@@ -65,7 +65,7 @@ def release(root: Path, out: Path, colab_url: str | None = None) -> tuple[int, i
         nbs.write_if_changed(out / name, nbs.notebook_text(copy))
         exercises += stubbed
     student.copy_course_files(root, out)
-    student.write_student_files(out, colab_url)
+    student.write_student_files(root, out, colab_url)
     return len(notebooks), exercises
 
 

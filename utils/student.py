@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import io
+import re
 import shutil
 import string
 import tokenize
@@ -26,6 +27,10 @@ TEMPLATES = Path(__file__).resolve().parent / "templates" / "student"
 COURSE_FILES = ("LICENSE", "pyproject.toml", "requirements.txt", "environment.yml", ".env.example",
                 ".gitignore", "benchmarks/char_gpt.py")
 Definition = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
+# The course Makefile's targets that are for its authors: the student Makefile leaves them out.
+AUTHOR_TARGETS = {"help", "test", "release", "stamp", "times", "benchmark", ".PHONY"}
+# A rule's first line, `targets: prerequisites`, but not a variable (`X := 1`, `X ::= 1`) or a recipe line.
+MAKE_RULE = re.compile(r"([^\s#:=][^:=]*?)\s*:(?![:=])")
 
 
 # --- stubs, cut from the author's text -------------------------------------------------------------
@@ -215,9 +220,39 @@ def _colab_text(colab_url: str | None) -> str:
             "https://colab.research.google.com, choose *File → Upload notebook* and pick a notebook of this folder.")
 
 
-def write_student_files(out: Path, colab_url: str | None = None) -> None:
-    """Write the student README.md and Makefile into `out` from utils/templates/student/."""
+def student_makefile(course: str, template: str) -> str:
+    """The course Makefile without its opening comment and its AUTHOR_TARGETS, put into `template`.
+
+    So `make lab` in the release installs and opens exactly as in the course, whatever the course Makefile
+    does; the template adds the student's `help`, `check` and `test`.
+    """
+    lines = course.splitlines()
+    while lines and (not lines[0].strip() or lines[0].startswith("#")):
+        lines.pop(0)  # the course's own introduction: it talks about `make test`
+    kept, comments, dropping = [], [], False
+    for line in lines:
+        if line.startswith("#"):  # a comment belongs to what follows it
+            comments.append(line)
+            continue
+        rule = None if line.startswith((" ", "\t")) else MAKE_RULE.match(line)
+        if rule:
+            dropping = bool(set(rule[1].split()) & AUTHOR_TARGETS)
+        elif not line.startswith("\t") and not (kept and kept[-1].endswith("\\")):
+            dropping = False  # a variable or a blank line ends the rule
+        if not dropping:
+            kept += comments + [line]
+        comments = []
+    text = re.sub(r"\n{3,}", "\n\n", "\n".join(kept)).strip()
+    return template.replace("@COURSE_MAKEFILE@", text)
+
+
+def write_student_files(root: Path, out: Path, colab_url: str | None = None) -> None:
+    """Write the student README.md and Makefile into `out` (templates in utils/templates/student/)."""
     readme = string.Template((TEMPLATES / "README.md").read_text(encoding="utf-8"))
     text = readme.substitute(modules=_module_table(out), colab=_colab_text(colab_url))
     nbs.write_if_changed(out / "README.md", text)
-    nbs.write_if_changed(out / "Makefile", (TEMPLATES / "Makefile").read_text(encoding="utf-8"))
+    course = root / "Makefile"
+    if course.is_file():
+        template = (TEMPLATES / "Makefile").read_text(encoding="utf-8")
+        makefile = student_makefile(course.read_text(encoding="utf-8"), template)
+        nbs.write_if_changed(out / "Makefile", makefile)
