@@ -305,7 +305,8 @@ lab: kernel
 # Runs every test.
 test: kernel
 \tpytest tests
-release stamp:
+release stamp: a \\
+    b
 \t$(BIN)/python -m utils.course $@
 
 clean:

@@ -131,7 +131,7 @@ def stub_solution(source: str, where: str) -> str:
     except SyntaxError as err:
         raise ValueError(f"{where}: the solution cell does not parse (line {err.lineno}: {err.msg}).") from err
     hint = " ".join(line.lstrip("#").strip() for line in hint_lines).removeprefix("Hint:").strip()
-    lines = source.splitlines()
+    lines = source.split("\n")  # as ast counts lines (splitlines() would also split at \f or \u2028)
     parts = ["# Exercise: write your solution here.", *hint_lines]
     for node in tree.body:
         if isinstance(node, (ast.Import, ast.ImportFrom)):
@@ -229,19 +229,19 @@ def student_makefile(course: str, template: str) -> str:
     lines = course.splitlines()
     while lines and (not lines[0].strip() or lines[0].startswith("#")):
         lines.pop(0)  # the course's own introduction: it talks about `make test`
-    kept, comments, dropping = [], [], False
+    kept, comments, dropping, continued = [], [], False, False
     for line in lines:
-        if line.startswith("#"):  # a comment belongs to what follows it
+        if line.startswith("#") and not continued:  # a comment belongs to what follows it
             comments.append(line)
             continue
-        rule = None if line.startswith((" ", "\t")) else MAKE_RULE.match(line)
+        rule = None if continued or line.startswith((" ", "\t")) else MAKE_RULE.match(line)
         if rule:
             dropping = bool(set(rule[1].split()) & AUTHOR_TARGETS)
-        elif not line.startswith("\t") and not (kept and kept[-1].endswith("\\")):
+        elif not continued and not line.startswith("\t"):
             dropping = False  # a variable or a blank line ends the rule
         if not dropping:
             kept += comments + [line]
-        comments = []
+        comments, continued = [], line.endswith("\\")
     text = re.sub(r"\n{3,}", "\n\n", "\n".join(kept)).strip()
     return template.replace("@COURSE_MAKEFILE@", text)
 
