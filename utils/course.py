@@ -1,7 +1,7 @@
 """The course's command line: `python -m utils.course {stamp,release,run,times,list}` (or `course ...`).
 
     stamp [--check] [NB ...]     write the shared badge + Colab setup block into notebooks
-    release [--out DIR]          student copies: solutions become stubs, outputs cleared
+    release [--out DIR]          the student release: solutions become stubs; utils, README, Makefile
     run NB ... | --all           execute notebooks headless at a preset, print wall times
     times [--check]              copy benchmarks/times.json into module READMEs and notebooks
     list                         every notebook with its title
@@ -25,6 +25,7 @@ from pathlib import Path
 from nbformat import NotebookNode
 
 from utils import notebooks as nbs
+from utils import student
 from utils.runtime import PRESETS, repo_root
 
 TIMES_FILE = Path("benchmarks") / "times.json"
@@ -47,19 +48,24 @@ def stamp(root: Path, paths: list[Path], check: bool = False) -> list[str]:
     return changed
 
 
-def release(root: Path, out: Path) -> tuple[int, int]:
-    """Write student copies of every notebook and the READMEs to `out`; returns (notebooks, exercises)."""
+def release(root: Path, out: Path, colab_url: str | None = None) -> tuple[int, int]:
+    """Build the student release in `out`; returns (notebooks, exercises stubbed).
+
+    Every notebook with its solutions stubbed, the module READMEs, `utils`, the install files, and a README
+    and Makefile written for students (utils/templates/student/). See utils/student.py.
+    """
+    if out.resolve() == root.resolve():
+        raise ValueError(f"--out {out} is the course itself: its notebooks would be replaced by stubs.")
+    if colab_url:
+        nbs.github_slug(colab_url)  # a clear error before anything is written
     notebooks, exercises = nbs.find_notebooks(root), 0
     for path in notebooks:
         name = nbs.relative_name(path, root)
-        student, stubbed = nbs.student_notebook(nbs.read_notebook(path), name)
-        nbs.write_if_changed(out / name, nbs.notebook_text(student))
+        copy, stubbed = student.student_notebook(nbs.read_notebook(path), name, colab_url)
+        nbs.write_if_changed(out / name, nbs.notebook_text(copy))
         exercises += stubbed
-    for readme in [root / "README.md", *nbs.module_readmes(root)]:
-        if readme.is_file():
-            target = out / nbs.relative_name(readme, root)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(readme, target)
+    student.copy_course_files(root, out)
+    student.write_student_files(root, out, colab_url)
     return len(notebooks), exercises
 
 
@@ -207,8 +213,11 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stamp", help="write the Colab badge and setup block into notebooks")
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 if any notebook is stale")
     p.add_argument("notebooks", nargs="*", type=Path, help="default: every notebook")
-    p = sub.add_parser("release", help="student copies with solutions stubbed")
+    p = sub.add_parser("release", help="the student release: solutions stubbed, ready for `make lab`")
     p.add_argument("--out", type=Path, default=None, help="default: build/student")
+    p.add_argument("--colab-url", default=None, metavar="URL",
+                   help="GitHub URL where the release will be published: Colab badges point there "
+                        "(default: no badges, since the course's own badges open the solutions)")
     p = sub.add_parser("run", help="execute notebooks headless and time them")
     p.add_argument("notebooks", nargs="*", type=Path)
     p.add_argument("--all", action="store_true", help="every notebook of the course")
@@ -269,8 +278,9 @@ def _cmd_times(args: argparse.Namespace, root: Path) -> int:
 
 def _cmd_release(args: argparse.Namespace, root: Path) -> int:
     out = args.out or root / "build" / "student"
-    notebooks, exercises = release(root, out)
+    notebooks, exercises = release(root, out, args.colab_url)
     print(f"released {notebooks} notebooks ({exercises} exercises stubbed) to {out}")
+    print(f"a student opens it with `make lab` in {out} (its README.md says more).")
     return 0
 
 
