@@ -8,6 +8,7 @@ the loader for as long as it needs to. Notebooks that teach the loop write it in
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -64,7 +65,10 @@ def fit(
     grad_clip: float | None = None,
     progress: bool = True,
 ) -> dict[str, list]:
-    """Train for `steps` optimizer steps, evaluating every `eval_every` and at the end; return the history."""
+    """Train for `steps` optimizer steps, evaluating every `eval_every` and at the end; return the history.
+
+    The progress bar is hidden by `progress=False`, or for every run by the environment variable TQDM_DISABLE=1.
+    """
     _positive_int("steps", steps)
     if eval_every is not None:
         _positive_int("eval_every", eval_every)
@@ -77,7 +81,9 @@ def fit(
     batches = _forever(train_loader)
 
     model.train()  # dropout etc. on; evaluate() switches to eval mode and back
-    bar = tqdm(range(1, steps + 1), desc="training", disable=not progress)
+    # Read TQDM_DISABLE here: tqdm reads it only once, at import, and a notebook's bar ignores it.
+    quiet = not progress or os.environ.get("TQDM_DISABLE", "").strip().lower() in ("1", "true", "yes", "on")
+    bar = tqdm(range(1, steps + 1), desc="training", disable=quiet)
     for step in bar:
         x, targets = _to_device(next(batches), device)
         _, loss = model(x, targets)
