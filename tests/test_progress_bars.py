@@ -32,7 +32,8 @@ def test_a_bar_shows_its_last_state_with_tqdms_escapes_undone():
     nb = _notebook_showing("box", "train:   0%|          | 0/8 [00:00<?, ?it/s]")
     states = _bar_states("train:\u200750%", 4, 8, "\u20074/8\u2007[00:02&lt;00:02,\u20072.00it/s,\u2007loss=1.5]")
     finish_progress_bars(nb, states)
-    assert nb.cells[0].outputs[0].data["text/plain"] == "train: 50%|█████     | 4/8 [00:02<00:02, 2.00it/s, loss=1.5]"
+    expected = "train: 50%|█████     | 4/8 [00:02<00:02, 2.00it/s, loss=1.5]"
+    assert nb.cells[0].outputs[0].data["text/plain"] == expected
 
 
 def test_a_bar_without_total_and_other_widgets():

@@ -113,8 +113,10 @@ def _first_error(nb: NotebookNode) -> str:
 
 
 def _kernel_config() -> "Config":  # noqa: F821 (traitlets imported lazily)
-    """Encrypt the kernel's connection (CurveZMQ) where pyzmq can: this also ends ipykernel's warning
-    "Kernel is running over TCP without encryption" on every run."""
+    """Encrypt the connection to the kernel (CurveZMQ) where pyzmq can.
+
+    That is also what ends ipykernel's warning "Kernel is running over TCP without encryption" on every run.
+    """
     import zmq
     from traitlets.config import Config
 

@@ -226,7 +226,7 @@ def download(url: str, sha256: str, dest: Path, timeout: float = 30, *, name: st
         dest.unlink()  # damaged or stale: never leave a file that fails its checksum in the cache
         print(f"{dest} failed its SHA-256 check (expected {sha256}, got {actual}): deleted it; "
               f"downloading it again from {url}")
-    if not reachable(url):
+    if url.startswith(("http://", "https://")) and not reachable(url):  # no network: say so at once
         raise offline_error(name or dest.name, url, why_unreachable(url))
     dest.parent.mkdir(parents=True, exist_ok=True)
     # The temporary file sits beside `dest` so that os.replace is a rename on one file system: atomic,
@@ -279,7 +279,7 @@ def load(name: str, split: str = "train", preset: str | None = None, *, as_tenso
         if info.kind == "huggingface":
             return data_sources.load_huggingface(info, split)
         dataset = data_sources.load_torchvision(info, split)
-        return data_sources.as_tensors(dataset) if as_tensors else dataset
+        return data_sources.to_tensors(dataset) if as_tensors else dataset
     path = download(info.source, info.sha256, data_dir() / f"{name}.txt", name=name)
     return path.read_text(encoding="utf-8")
 

@@ -71,7 +71,7 @@ def _delete_damaged_idx_files(raw: Path) -> None:
             print(f"{path} is damaged: {problem}. Deleted it; it is extracted or downloaded again.")
 
 
-def as_tensors(dataset: Any) -> Any:
+def to_tensors(dataset: Any) -> Any:
     """A torchvision image dataset as tensors in memory: same items, no per-item image decoding."""
     import torch
 
@@ -102,7 +102,7 @@ def load_huggingface(info: DatasetInfo, split: str) -> Any:
 
 
 def _hf_cached(hub_id: str, cache: Path) -> bool:
-    """True if `datasets` has prepared `hub_id` in `cache`: a folder <owner>___<name>/<config>/<version>/<hash>."""
+    """True if `datasets` has prepared `hub_id` in `cache` (<owner>___<name>/<config>/<version>/<hash>)."""
     from datasets.naming import camelcase_to_snakecase
 
     owner, _, name = hub_id.rpartition("/")

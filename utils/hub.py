@@ -95,7 +95,8 @@ def model_info(key: str) -> ModelInfo:
 
 
 def model_path(key: str, preset: str | None = None) -> str:
-    """What to pass to `from_pretrained`: the real hub id, or the local folder of the offline stand-in."""
+    """What to pass to `from_pretrained`: the real hub id (or, with no network, its cached folder), or the
+    local folder of the offline stand-in."""
     info = model_info(key)
     if not use_standins(preset):
         return _check_reachable(info) or info.hub_id
@@ -121,7 +122,7 @@ def standin_dir(key: str) -> Path:
 
 
 def _check_reachable(info: ModelInfo) -> str | None:
-    """None if from_pretrained can use the Hub; else the model's cached folder, or OfflineError with a way forward.
+    """None if from_pretrained can use the Hub; else the cached model folder, or OfflineError saying what to do.
 
     With HF_HUB_OFFLINE unset, one short probe of the Hub (utils.network) tells "no network" at once,
     where from_pretrained would retry for a minute and then not mention COURSE_OFFLINE.

@@ -143,10 +143,12 @@ def get_device(allow_mps: bool = True) -> "torch.device":  # noqa: F821 (torch i
     wanted = setting("COURSE_DEVICE").lower()
     if wanted:
         if wanted not in DEVICES:
-            raise ValueError(f"{_named('COURSE_DEVICE', wanted)} is not a device. Allowed: {', '.join(DEVICES)}.")
+            allowed = ", ".join(DEVICES)
+            raise ValueError(f"{_named('COURSE_DEVICE', wanted)} is not a device. Allowed: {allowed}.")
         available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": _mps_available()}
         if not available[wanted]:
-            raise ValueError(f"{_named('COURSE_DEVICE', wanted)} was asked for, but this machine has no {wanted}.")
+            raise ValueError(f"{_named('COURSE_DEVICE', wanted)} was asked for, but this machine has no "
+                             f"{wanted}.")
         return torch.device(wanted)
     if torch.cuda.is_available():
         return torch.device("cuda")

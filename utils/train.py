@@ -41,6 +41,14 @@ def _to_device(batch: Any, device: torch.device) -> tuple[torch.Tensor, torch.Te
     return x.to(device), targets.to(device)
 
 
+def _tqdm_disabled() -> bool:
+    """True when the environment says TQDM_DISABLE=1 (or true/yes/on).
+
+    Read at each call: tqdm itself reads it only once, at import, and its notebook bar ignores it.
+    """
+    return os.environ.get("TQDM_DISABLE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def _forever(loader: Iterable) -> Iterator:
     """Yield batches from `loader` again and again (a shuffling DataLoader reshuffles every pass)."""
     while True:
@@ -67,7 +75,7 @@ def fit(
 ) -> dict[str, list]:
     """Train for `steps` optimizer steps, evaluating every `eval_every` and at the end; return the history.
 
-    The progress bar is hidden by `progress=False`, or for every run by the environment variable TQDM_DISABLE=1.
+    `progress=False`, or TQDM_DISABLE=1 in the environment, hides the progress bar.
     """
     _positive_int("steps", steps)
     if eval_every is not None:
@@ -81,9 +89,7 @@ def fit(
     batches = _forever(train_loader)
 
     model.train()  # dropout etc. on; evaluate() switches to eval mode and back
-    # Read TQDM_DISABLE here: tqdm reads it only once, at import, and a notebook's bar ignores it.
-    quiet = not progress or os.environ.get("TQDM_DISABLE", "").strip().lower() in ("1", "true", "yes", "on")
-    bar = tqdm(range(1, steps + 1), desc="training", disable=quiet)
+    bar = tqdm(range(1, steps + 1), desc="training", disable=not progress or _tqdm_disabled())
     for step in bar:
         x, targets = _to_device(next(batches), device)
         _, loss = model(x, targets)
