@@ -19,7 +19,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from utils import notebooks as nbs
 from utils import student
-from utils.course import check_preset, main, run_notebook
+from utils.course import RunResult, _first_error, _parser, check_preset, main, print_table, run_notebook
 from utils.runtime import repo_root
 
 NB = "00_demo/01_demo.ipynb"
@@ -420,6 +420,50 @@ def test_run_executes_records_times_and_released_copy_fails_at_the_check(course:
     result = run_notebook(student / NB, NB, "smoke", tmp_path / "student_run.ipynb", timeout=60)
     assert not result.ok and result.error.startswith("cell 6: CheckFailed")  # the check cell, not before
     assert HINT in result.error
+
+
+BAR_NOTEBOOK = new_notebook(cells=[new_code_cell(
+    "from tqdm.auto import tqdm\n\nfor step in tqdm(range(5), desc='steps'):\n    pass\n")],
+    metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+
+
+def test_run_saves_finished_progress_bars_and_prints_no_kernel_warning(tmp_path: Path, capfd) -> None:
+    path, out = tmp_path / "bar.ipynb", tmp_path / "executed"
+    nbformat.write(BAR_NOTEBOOK, str(path))
+    assert main(["--root", str(tmp_path), "run", str(path), "--out", str(out)]) == 0
+    printed = capfd.readouterr()
+    assert "without encryption" not in printed.out + printed.err  # the kernel's TCP warning
+    (output,) = nbformat.read(str(out / "bar.ipynb"), as_version=4).cells[0].outputs
+    assert "application/vnd.jupyter.widget-view+json" in output.data  # the live widget, for Jupyter
+    text = output.data["text/plain"]  # what GitHub and any text viewer show
+    assert text.startswith("steps: 100%|██████████| 5/5 [") and "0/5" not in text
+
+
+def test_the_summary_keeps_the_advice_at_the_end_of_a_long_error(capsys) -> None:
+    advice = "Either connect to the internet, or set COURSE_OFFLINE=1 to use the offline stand-in."
+    message = "Could not download dataset 'mnist' from https://example.org/mnist: " + "x" * 400 + ". " + advice
+    nb = new_notebook(cells=[new_code_cell("load('mnist')", outputs=[
+        nbformat.v4.new_output("error", ename="OfflineError", evalue=message, traceback=[])])])
+    error = _first_error(nb)
+    assert error.startswith("cell 0: OfflineError: Could not download dataset 'mnist'")
+    assert error.endswith(advice)
+    print_table([RunResult("01_deep_learning/02_pytorch_fundamentals.ipynb", "laptop", 3.2, error)])
+    table = " ".join(capsys.readouterr().out.split())  # the table wraps long lines
+    assert "FAILED" in table and advice in table
+    huge = _first_error(new_notebook(cells=[new_code_cell("", outputs=[nbformat.v4.new_output(
+        "error", ename="ValueError", evalue="y" * 5000 + " " + advice, traceback=[])])]))
+    assert len(huge) < 1100 and huge.endswith(advice)  # a huge error loses its middle, not its advice
+
+
+def test_run_preset_default_comes_from_the_environment_then_dotenv(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("COURSE_PRESET", raising=False)
+    monkeypatch.setenv("COURSE_DOTENV", str(tmp_path / "none.env"))
+    assert _parser().parse_args(["run", "x.ipynb"]).preset == "smoke"
+    (tmp_path / "course.env").write_text("COURSE_PRESET=laptop\n", encoding="utf-8")
+    monkeypatch.setenv("COURSE_DOTENV", str(tmp_path / "course.env"))
+    assert _parser().parse_args(["run", "x.ipynb"]).preset == "laptop"
+    monkeypatch.setenv("COURSE_PRESET", "full")
+    assert _parser().parse_args(["run", "x.ipynb"]).preset == "full"
 
 
 def test_times_rewrites_readme_row_and_run_time_line(course: Path, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -15,7 +16,7 @@ from typing import Callable
 
 import pytest
 
-from utils import hub
+from utils import hub, network
 
 BUILT = sorted(hub._BUILDERS)  # stand-ins built locally (all but the packaged embedding model)
 SAMPLE = "The for statement is used to iterate over the elements of a sequence."
@@ -33,7 +34,37 @@ def smoke_env(monkeypatch: pytest.MonkeyPatch, session_cache: Path) -> Path:
     monkeypatch.setenv("COURSE_PRESET", "smoke")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("COURSE_OFFLINE", raising=False)
+    monkeypatch.setattr(network, "_REACHABLE", set())  # no probe result carried over from another test
     return session_cache
+
+
+def closed_port() -> int:
+    with socket.socket() as s:  # bind then close: a port on which nobody listens
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def hub_online(monkeypatch: pytest.MonkeyPatch) -> None:
+    """HF_HUB_OFFLINE unset, and a local socket standing in for the Hub, so that the probe succeeds."""
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    server = socket.create_server(("127.0.0.1", 0))  # the probe only connects; the backlog accepts it
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.getsockname()[1]}")
+    yield
+    server.close()
+
+
+@pytest.fixture
+def hub_unreachable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """HF_HUB_OFFLINE unset, but no network: the Hub's address is a closed port. Returns an empty HF cache."""
+    from huggingface_hub import constants
+
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    return tmp_path / "hf-cache"
 
 
 def announced(capsys: pytest.CaptureFixture[str], key: str) -> str:
@@ -62,12 +93,48 @@ def test_bad_key_lists_the_allowed_keys() -> None:
         hub.model_path("gpt3")
 
 
-def test_real_id_when_standins_are_not_wanted(monkeypatch: pytest.MonkeyPatch,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
-    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):  # online: model_path checks and downloads nothing
-        monkeypatch.delenv(name, raising=False)
-    assert hub.model_path("gpt2", preset="laptop") == "openai-community/gpt2"
+def test_real_id_when_standins_are_not_wanted(hub_online: None, capsys: pytest.CaptureFixture[str]) -> None:
+    assert hub.model_path("gpt2", preset="laptop") == "openai-community/gpt2"  # online: downloads nothing
     assert capsys.readouterr().out == ""
+
+
+def test_no_network_is_told_at_once_with_the_ways_forward(hub_unreachable: Path) -> None:
+    start = time.perf_counter()
+    with pytest.raises(hub.OfflineError) as caught:
+        hub.model_path("gpt2", preset="laptop")
+    assert time.perf_counter() - start < 5  # not a minute of "Retrying in 8s"
+    message = str(caught.value)
+    assert "'gpt2'" in message and "openai-community/gpt2" in message and "no network" in message
+    assert "connect" in message and "COURSE_OFFLINE=1" in message and "COURSE_PRESET=smoke" in message
+
+
+def test_no_network_uses_the_cached_model_folder(hub_unreachable: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    repo = hub_unreachable / "models--openai-community--gpt2"  # the layout huggingface_hub writes
+    snapshot = repo / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abcd")
+    assert hub.model_path("gpt2", preset="laptop") == str(snapshot)  # from_pretrained never goes online
+    out = capsys.readouterr().out
+    assert out.startswith("no network: openai-community/gpt2 comes from the local Hugging Face cache")
+
+
+def test_standins_hide_the_loading_weights_bar(capfd: pytest.CaptureFixture[str]) -> None:
+    from transformers import GPT2LMHeadModel
+    from transformers.utils import logging
+
+    try:
+        path = hub.model_path("gpt2")
+        capfd.readouterr()
+        GPT2LMHeadModel.from_pretrained(path)
+        assert "Loading weights" not in capfd.readouterr().err
+        with logging.tqdm(range(2), desc="another bar") as bar:  # other bars still show
+            list(bar)
+        assert "another bar" in capfd.readouterr().err
+    finally:
+        logging.set_tqdm_hook(None)
 
 
 # ---------------------------------------------------------------- every stand-in, end to end

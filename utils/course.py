@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
+import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,8 @@ from nbformat import NotebookNode
 
 from utils import notebooks as nbs
 from utils import student
-from utils.runtime import PRESETS, repo_root
+from utils.progress_bars import finish_progress_bars
+from utils.runtime import PRESETS, repo_root, setting
 
 TIMES_FILE = Path("benchmarks") / "times.json"
 
@@ -94,14 +96,40 @@ def check_preset(preset: str) -> str:
     return preset
 
 
+ERROR_LIMIT = 1000
+"""Characters of an error kept in the summary table; a longer one loses its middle, never its end."""
+
+
+def _shorten(message: str, limit: int = ERROR_LIMIT) -> str:
+    """`message` on one line; past `limit` characters the middle is cut, since the advice comes last."""
+    message = " ".join(message.split())
+    if len(message) <= limit:
+        return message
+    head = limit // 3
+    return f"{message[:head]} … {message[-(limit - head - 3):]}"
+
+
 def _first_error(nb: NotebookNode) -> str:
     """'cell N: Name: message' for the first error output stored in an executed notebook."""
     for index, cell in enumerate(nb.cells):
         for output in cell.get("outputs", []):
             if output.get("output_type") == "error":
-                message = " ".join(str(output.get("evalue")).split())  # one line for the table
-                return f"cell {index}: {output.get('ename')}: {message[:300]}"
+                return f"cell {index}: {output.get('ename')}: {_shorten(str(output.get('evalue')))}"
     return ""
+
+
+def _kernel_config() -> "Config":  # noqa: F821 (traitlets imported lazily)
+    """Encrypt the connection to the kernel (CurveZMQ) where pyzmq can.
+
+    That is also what ends ipykernel's warning "Kernel is running over TCP without encryption" on every run.
+    """
+    import zmq
+    from traitlets.config import Config
+
+    config = Config()
+    # "auto": keys only for a kernel whose spec declares support (ipykernel 7 does), else as before.
+    config.KernelManager.transport_encryption = "auto" if zmq.has("curve") else "disabled"
+    return config
 
 
 def run_notebook(path: Path, name: str, preset: str, out: Path, timeout: int = 600) -> RunResult:
@@ -116,14 +144,15 @@ def run_notebook(path: Path, name: str, preset: str, out: Path, timeout: int = 6
     env = {**os.environ, "COURSE_PRESET": check_preset(preset)}
     if preset != "full":
         env.setdefault("OMP_NUM_THREADS", "1")
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", config=_kernel_config(),
                             resources={"metadata": {"path": str(path.parent)}})
     start, error = time.perf_counter(), ""
     try:
         client.execute(env=env)
     except (CellExecutionError, CellTimeoutError) as err:
-        error = _first_error(nb) or str(err).strip().splitlines()[-1][:300]
+        error = _first_error(nb) or _shorten(str(err).strip().splitlines()[-1])
     seconds = time.perf_counter() - start
+    finish_progress_bars(nb, client.widget_state)
     nbs.write_if_changed(out, nbs.notebook_text(nb))  # failed runs too: the error is in the copy
     return RunResult(name, preset, seconds, error)
 
@@ -147,8 +176,9 @@ def print_table(results: list[RunResult]) -> None:
     print(f"{'notebook':<{width}}  {'preset':<6}  {'seconds':>8}  status")
     for r in results:
         print(f"{r.name:<{width}}  {r.preset:<6}  {r.seconds:8.1f}  {'ok' if r.ok else 'FAILED'}")
-        if not r.ok:
-            print(f"{'':<{width}}  {r.error}")
+        if not r.ok:  # the whole error, wrapped: its last sentence usually says what to do
+            pad = " " * (width + 2)
+            print(textwrap.fill(r.error, width=width + 80, initial_indent=pad, subsequent_indent=pad))
 
 
 def machine_description() -> str:
@@ -221,7 +251,8 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="execute notebooks headless and time them")
     p.add_argument("notebooks", nargs="*", type=Path)
     p.add_argument("--all", action="store_true", help="every notebook of the course")
-    p.add_argument("--preset", choices=PRESETS, default=os.environ.get("COURSE_PRESET") or "smoke")
+    p.add_argument("--preset", choices=PRESETS, default=setting("COURSE_PRESET").lower() or "smoke",
+                   help="default: COURSE_PRESET from the environment or .env, else smoke")
     p.add_argument("--out", type=Path, default=None, help="default: build/executed/<preset>")
     p.add_argument("--record", action="store_true", help="save the times in benchmarks/times.json")
     p.add_argument("--timeout", type=int, default=600, help="seconds allowed per cell (default 600)")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from utils.data import OfflineError, offline_text  # one error type for every missing download
+from utils.network import hf_endpoint, hub_switched_off, reachable, why_unreachable
 from utils.runtime import cache_dir, use_standins
 
 STANDIN_VERSION = 1
@@ -94,11 +95,12 @@ def model_info(key: str) -> ModelInfo:
 
 
 def model_path(key: str, preset: str | None = None) -> str:
-    """What to pass to `from_pretrained`: the real hub id, or the local folder of the offline stand-in."""
+    """What to pass to `from_pretrained`: the real hub id (or, with no network, its cached folder), or the
+    local folder of the offline stand-in."""
     info = model_info(key)
     if not use_standins(preset):
-        _check_reachable(info)
-        return info.hub_id
+        return _check_reachable(info) or info.hub_id
+    _hide_weight_loading_bars()
     if key in _PACKAGED:
         path = _PACKAGED[key]()
         print(f"stand-in: {key} → {info.standin} (no download) — the same weights as {info.hub_id}, "
@@ -119,23 +121,49 @@ def standin_dir(key: str) -> Path:
     return cache_dir() / "standins" / f"{key}-v{STANDIN_VERSION}"
 
 
-def _check_reachable(info: ModelInfo) -> None:
-    """Fail now, with a way forward, if the hub is switched off and the model is not cached."""
-    flags = (os.environ.get(name, "").strip().lower() for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-    if not any(flag in ("1", "true", "yes", "on") for flag in flags):
-        return  # online: from_pretrained downloads it (and says so itself if that fails)
+def _check_reachable(info: ModelInfo) -> str | None:
+    """None if from_pretrained can use the Hub; else the cached model folder, or OfflineError saying what to do.
+
+    With HF_HUB_OFFLINE unset, one short probe of the Hub (utils.network) tells "no network" at once,
+    where from_pretrained would retry for a minute and then not mention COURSE_OFFLINE.
+    """
+    switched_off = hub_switched_off("TRANSFORMERS_OFFLINE")
+    if not switched_off and reachable(hf_endpoint()):
+        return None  # online: from_pretrained downloads it, or uses its cache
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     try:  # local_files_only never touches the network: it only looks in the local HF cache
-        snapshot_download(info.hub_id, local_files_only=True)
+        folder = snapshot_download(info.hub_id, local_files_only=True)
     except LocalEntryNotFoundError as error:
+        why = ("the Hub is switched off (HF_HUB_OFFLINE=1)" if switched_off
+               else f"there is {why_unreachable(hf_endpoint())}")
         raise OfflineError(
             f"model {info.key!r} ({info.architecture}) needs {info.hub_id} from the Hugging Face Hub, but "
-            f"the Hub is switched off (HF_HUB_OFFLINE=1) and it is not in the local Hugging Face cache. "
-            "Either connect to the internet, unset HF_HUB_OFFLINE and re-run; or use the offline stand-in "
+            f"{why} and it is not in the local Hugging Face cache. Either connect to the internet "
+            f"{'and unset HF_HUB_OFFLINE ' if switched_off else ''}and re-run; or use the offline stand-in "
             "with COURSE_OFFLINE=1 (any preset) or COURSE_PRESET=smoke."
         ) from error
+    if switched_off:
+        return None  # transformers reads its cache by itself in offline mode
+    print(f"no network: {info.hub_id} comes from the local Hugging Face cache ({folder})")
+    return folder  # a local folder: from_pretrained does not try the network at all
+
+
+def _weight_loading_quiet(factory: Callable[..., Any], args: tuple, kwargs: dict[str, Any]) -> Any:
+    """A transformers tqdm hook: the "Loading weights" bar switched off, every other bar unchanged."""
+    if kwargs.get("desc") == "Loading weights":
+        kwargs = {**kwargs, "disable": True}
+    return factory(*args, **kwargs)
+
+
+def _hide_weight_loading_bars() -> None:
+    """Stand-ins load in milliseconds: hide transformers' per-load "Loading weights" bar (once per process)."""
+    from transformers.utils import logging
+
+    previous = logging.set_tqdm_hook(_weight_loading_quiet)
+    if previous not in (None, _weight_loading_quiet):  # a hook of the notebook's own wins: put it back
+        logging.set_tqdm_hook(previous)
 
 
 def _build_atomically(key: str, target: Path) -> None:
