@@ -501,3 +501,27 @@ def test_bad_preset_is_a_clear_error(capsys) -> None:
 def test_list_prints_titles(course: Path, tmp_path: Path, capsys) -> None:
     assert main(["--root", str(tmp_path), "list"]) == 0
     assert f"{NB}  00.01 · Demo" in capsys.readouterr().out
+
+
+def test_a_new_release_replaces_the_old_one_and_never_overwrites_other_folders(course: Path, tmp_path: Path,
+                                                                                 capsys) -> None:
+    out = tmp_path / "student"
+    assert main(["--root", str(tmp_path), "release", "--out", str(out)]) == 0
+    stale = out / "00_demo" / "02_removed_since.ipynb"  # a notebook the course no longer has
+    stale.write_text("{}", encoding="utf-8")
+    assert main(["--root", str(tmp_path), "release", "--out", str(out)]) == 0
+    assert not stale.exists() and (out / NB).is_file()
+    other = tmp_path / "my_work"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine", encoding="utf-8")
+    assert main(["--root", str(tmp_path), "release", "--out", str(other)]) == 2
+    assert "is a folder that is not a student release" in capsys.readouterr().err
+    assert (other / "notes.txt").read_text(encoding="utf-8") == "mine" and len(list(other.iterdir())) == 1
+
+
+def test_times_without_a_times_file_refuses_instead_of_wiping_the_published_times(course: Path,
+                                                                                   tmp_path: Path, capsys) -> None:
+    readme = (tmp_path / "00_demo" / "README.md").read_text(encoding="utf-8")
+    assert main(["--root", str(tmp_path), "times", "--times-file", str(tmp_path / "missing.json")]) == 2
+    assert "no recorded times at" in capsys.readouterr().err
+    assert (tmp_path / "00_demo" / "README.md").read_text(encoding="utf-8") == readme

@@ -31,6 +31,7 @@ from utils.progress_bars import finish_progress_bars
 from utils.runtime import PRESETS, repo_root, setting
 
 TIMES_FILE = Path("benchmarks") / "times.json"
+RELEASE_MARKER = ".student-release"  # marks a folder `release` wrote, so a later release may replace it
 
 
 # --- stamp, release, list ------------------------------------------------------------------------
@@ -60,6 +61,10 @@ def release(root: Path, out: Path, colab_url: str | None = None) -> tuple[int, i
         raise ValueError(f"--out {out} is the course itself: its notebooks would be replaced by stubs.")
     if colab_url:
         nbs.github_slug(colab_url)  # a clear error before anything is written
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / RELEASE_MARKER).is_file():
+            raise ValueError(f"--out {out} is a folder that is not a student release; choose a new or empty one.")
+        shutil.rmtree(out)  # an older release: replaced whole, so no stale notebook or file survives
     notebooks, exercises = nbs.find_notebooks(root), 0
     for path in notebooks:
         name = nbs.relative_name(path, root)
@@ -68,6 +73,8 @@ def release(root: Path, out: Path, colab_url: str | None = None) -> tuple[int, i
         exercises += stubbed
     student.copy_course_files(root, out)
     student.write_student_files(root, out, colab_url)
+    (out / RELEASE_MARKER).write_text("Written by `python -m utils.course release`; the next release replaces "
+                                      "this whole folder.\n", encoding="utf-8")
     return len(notebooks), exercises
 
 
@@ -208,7 +215,10 @@ def record_times(results: list[RunResult], times_file: Path) -> None:
 
 def update_times(root: Path, times_file: Path, check: bool = False) -> list[str]:
     """Copy `times_file` into module READMEs and notebook Run-time lines; returns what changed."""
-    times = json.loads(times_file.read_text(encoding="utf-8")) if times_file.is_file() else {}
+    if not times_file.is_file():  # writing "not measured" everywhere would wipe the published times
+        raise ValueError(f"no recorded times at {times_file}: record some first with "
+                         "`python -m utils.course run --all --record`.")
+    times = json.loads(times_file.read_text(encoding="utf-8"))
     changed = []
     for readme in nbs.module_readmes(root):
         old = readme.read_text(encoding="utf-8")
