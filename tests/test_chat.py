@@ -102,9 +102,13 @@ def test_bad_decoding_settings_are_clear_errors(model: Any, tokenizer: Any) -> N
         next(chat.stream_chat(model, tokenizer, []))
 
 
-def test_bad_dtype_is_a_clear_error_before_anything_loads() -> None:
+def test_bad_arguments_are_clear_errors_before_anything_loads() -> None:
     with pytest.raises(ValueError, match="dtype='int8' is not supported. Allowed: None"):
         chat.load_chat_model("smoke", dtype="int8")
+    with pytest.raises(ValueError, match="device='gpu' is not a device. Allowed: e.g. 'cpu'"):
+        chat.load_chat_model("smoke", device="gpu")
+    with pytest.raises(ValueError, match="COURSE_PRESET='tiny' is not a preset"):
+        chat.load_chat_model("tiny")
 
 
 # ---------------------------------------------------------------- streaming

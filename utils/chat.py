@@ -30,7 +30,10 @@ def load_chat_model(preset: str | None = None, *, device: Any = None, dtype: Any
 
     if dtype is not None and str(dtype).removeprefix("torch.") not in DTYPES:
         raise ValueError(f"dtype={dtype!r} is not supported. Allowed: None (automatic) or {', '.join(DTYPES)}.")
-    device = torch.device(device) if device is not None else get_device()
+    try:
+        device = torch.device(device) if device is not None else get_device()
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device={device!r} is not a device. Allowed: e.g. 'cpu', 'cuda', 'mps'.") from error
     if dtype is None:  # fp16 halves memory and time on a GPU (a T4 has no fast bf16); CPUs are exact in fp32
         dtype = torch.float16 if device.type == "cuda" else torch.float32
     dtype = getattr(torch, str(dtype).removeprefix("torch."))

