@@ -2,61 +2,92 @@
 #   make lab    open JupyterLab on the course (creates .venv on first use)
 #   make test   run every test, every notebook in the smoke preset included (same)
 # Both are idempotent: .venv is built once and rebuilt only when requirements.txt or pyproject.toml change.
+# An environment you made yourself (conda) is used as it is, with no .venv: make lab VENV=$CONDA_PREFIX
 
 SHELL        := bash
 .SHELLFLAGS  := -eu -o pipefail -c
 PYTHON       ?= python3
 VENV         ?= .venv
+$(if $(strip $(VENV)),,$(error VENV is empty. With conda: `conda activate genai-course` first, so that \
+  VENV=$$CONDA_PREFIX names the environment; or leave VENV out to use .venv))
 BIN          := $(VENV)/bin
 INSTALLED    := $(VENV)/.installed
 KERNEL       := genai-course
 NB           ?=
-PRESET       ?= smoke
+# make run / make benchmark: PRESET on the command line wins, else COURSE_PRESET from the environment,
+# else no --preset at all and the course CLI picks (it reads COURSE_PRESET or .env, else smoke).
+RUN_PRESET   := $(or $(PRESET),$(COURSE_PRESET))
 LAB_ARGS     ?=
+LANDING      := 00_prerequisites/00_start_here.ipynb
 # Containers and CI often run as root, where Jupyter refuses to start unless told it is intended.
 ROOT_FLAG    := $(if $(filter 0,$(shell id -u)),--ServerApp.allow_root=True)
 # Serial vs `-n 2 --dist loadfile` with OMP_NUM_THREADS=1 was measured (see README, "Tests"): keep the faster.
 PYTEST_ARGS  ?= -n 2 --dist loadfile
+# The course needs Python 3.11 or 3.12: checked on $(PYTHON) before it makes .venv, and on the environment used.
+PY_OK        := -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if v in ((3, 11), (3, 12)) else \
+	f"The course needs Python 3.11 or 3.12; {sys.executable} is {v[0]}.{v[1]}. \
+	Run: make PYTHON=python3.12 ... (a new .venv), or VENV=<an environment with 3.11 or 3.12>")'
 
-# Tests run offline and small: every Hub lookup fails at once instead of hanging (STACK.md), and one
-# thread per process because two torch processes with two threads each on 2 cores ran 5x slower.
+# Tests run offline and small: every Hub lookup fails at once instead of hanging, and one thread per
+# process because two torch processes with two threads each on 2 cores ran 5x slower.
 TEST_ENV := COURSE_PRESET=smoke HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 \
             HF_HUB_DISABLE_TELEMETRY=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=1 PYTHONHASHSEED=0
 
-.PHONY: help install lab test run release stamp times benchmark clean
+.PHONY: help install kernel lab test run release stamp times benchmark clean
 
 help:
-	@echo "make lab        open JupyterLab on the course (installs .venv the first time)"
+	@echo "make lab        open JupyterLab on the whole course at the start-here notebook (installs .venv the first time)"
 	@echo "make test       run all tests and execute every notebook in the smoke preset"
-	@echo "make run NB=path/to/notebook.ipynb PRESET=smoke|laptop|full   execute one notebook headless"
+	@echo "make run NB=path/to/notebook.ipynb [PRESET=smoke|laptop|full]   execute one notebook headless"
+	@echo "                (no PRESET: \$$COURSE_PRESET, else the course default; the preset used is printed)"
+	@echo "make install    create .venv (or use VENV=...) from requirements.txt and install the course helpers"
+	@echo "make kernel     register the Jupyter kernels of the environment (lab and test do it every time)"
 	@echo "make release    build the student release (solutions removed) in build/student"
-	@echo "make benchmark  time every notebook (PRESET=smoke by default) and print a table"
+	@echo "make benchmark  time every notebook (PRESET as for run, smoke by default) and print a table"
 	@echo "make stamp      re-stamp the Colab badge and setup block into every notebook"
 	@echo "make times      write recorded run times into the module READMEs and notebook headers"
 	@echo "make clean      remove build outputs (keeps .venv)"
+	@echo "Any target with VENV=\$$CONDA_PREFIX uses that (conda) environment instead of .venv."
 
 install: $(INSTALLED)
 
+# .venv is created only when $(VENV) has no python: an existing environment (VENV=$CONDA_PREFIX) is used as
+# it is; pip then adds only what it lacks (with environment.yml's pins: the course helpers, `-e .`).
 $(INSTALLED): requirements.txt pyproject.toml
-	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if v in ((3, 11), (3, 12)) else \
-		f"The course needs Python 3.11 or 3.12; {sys.executable} is {v[0]}.{v[1]}. Run: make PYTHON=python3.12 ...")'
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/python || { $(PYTHON) $(PY_OK) && $(PYTHON) -m venv $(VENV); }
+	$(BIN)/python $(PY_OK)
 	# The machine's pip config prints one harmless warning per package; hide those lines.
 	$(BIN)/python -m pip install --quiet -r requirements.txt -e . 2>&1 | { grep -v '^WARNING: Location' || true; }
 	$(BIN)/python -m pip check
-	$(BIN)/python -m ipykernel install --user --name $(KERNEL) --display-name "Generative AI course (.venv)"
 	touch $@
 
-lab: $(INSTALLED)
-	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 $(ROOT_FLAG) $(LAB_ARGS) 00_prerequisites/00_start_here.ipynb
+# Kernels are registered on every `make lab` and `make test` (0.2 s each), not once behind the stamp: the
+# stamp lives in the environment but a --user kernel lives in ~/.local, which another HOME or
+# `jupyter kernelspec remove` changes without make knowing.
+# - python3, --sys-prefix: the kernel every notebook names, written inside the environment with this
+#   environment's absolute python (the packaged one says plain `python`, whichever is first on PATH).
+# - genai-course, --user: a convenience for frontends outside the environment (VS Code, another JupyterLab),
+#   which look in the user's folder, not in this environment; make lab itself needs only python3.
+kernel: $(INSTALLED)
+	$(BIN)/python -m ipykernel install --sys-prefix
+	$(BIN)/python -m ipykernel install --user --name $(KERNEL) \
+		--display-name "Generative AI course ($(notdir $(abspath $(VENV))))"
 
-test: $(INSTALLED)
+# The server's root is the repository, so the course map's links to every module open; the start-here
+# notebook is the landing page. JUPYTER_PATH puts this environment's kernels first: no python3 kernelspec in
+# ~/.local or elsewhere can shadow the course environment's.
+lab: kernel
+	JUPYTER_PATH="$(abspath $(VENV))/share/jupyter$${JUPYTER_PATH:+:$$JUPYTER_PATH}" \
+	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir="$(CURDIR)" \
+		--LabApp.default_url=/lab/tree/$(LANDING) $(ROOT_FLAG) $(LAB_ARGS)
+
+test: kernel
 	$(TEST_ENV) $(BIN)/python -m pytest tests 0[0-5]_*/ --nbval-lax --nbval-current-env \
 		--nbval-cell-timeout=300 $(PYTEST_ARGS)
 
 run: $(INSTALLED)
-	@test -n "$(NB)" || { echo "usage: make run NB=00_prerequisites/00_start_here.ipynb PRESET=smoke"; exit 2; }
-	$(BIN)/python -m utils.course run $(NB) --preset $(PRESET)
+	@test -n "$(NB)" || { echo "usage: make run NB=00_prerequisites/00_start_here.ipynb [PRESET=smoke]"; exit 2; }
+	$(BIN)/python -m utils.course run $(NB) $(if $(RUN_PRESET),--preset $(RUN_PRESET))
 
 release: $(INSTALLED)
 	$(BIN)/python -m utils.course release
@@ -68,7 +99,7 @@ times: $(INSTALLED)
 	$(BIN)/python -m utils.course times
 
 benchmark: $(INSTALLED)
-	$(BIN)/python benchmarks/run_notebooks.py --preset $(PRESET)
+	$(BIN)/python benchmarks/run_notebooks.py $(if $(RUN_PRESET),--preset $(RUN_PRESET))
 
 clean:
 	rm -rf build .pytest_cache

@@ -6,8 +6,10 @@ writes into the real notebooks, READMEs or benchmarks/times.json.
 
 from __future__ import annotations
 
+import ast
 import json
 import re
+import shutil
 import tomllib
 from pathlib import Path
 
@@ -16,7 +18,8 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from utils import notebooks as nbs
-from utils.course import check_preset, main, run_notebook
+from utils import student
+from utils.course import RunResult, _first_error, _parser, check_preset, main, print_table, run_notebook
 from utils.runtime import repo_root
 
 NB = "00_demo/01_demo.ipynb"
@@ -141,10 +144,17 @@ def test_release_stubs_solutions(course: Path, tmp_path: Path, capsys) -> None:
                for c in released.cells if c.cell_type == "code")
 
 
-def test_stub_keeps_tuple_answers_unpackable_and_classes_importable() -> None:
+def _released_stub(root: Path, solution: str) -> str:
+    """The exercise cell that `release` makes of `solution` in a one-notebook course under `root`."""
+    make_course(root, solution=solution)
+    assert main(["--root", str(root), "release", "--out", str(root / "student")]) == 0
+    return nbformat.read(str(root / "student" / NB), as_version=4).cells[5].source
+
+
+def test_stub_keeps_tuple_answers_unpackable_and_classes_importable(tmp_path: Path) -> None:
     source = ('# Hint: think.\nclass Box:\n    """A box."""\n    size = 3\n\n    def area(self) -> int:\n'
               '        return self.size ** 2\n\nx, y = 1, 2\nfor i in range(3):\n    print(i)\n')
-    stub = nbs.stub_solution(source, "demo")
+    stub = _released_stub(tmp_path, source)
     scope: dict = {}
     exec(stub, scope)  # the stub itself runs; only using it raises
     assert scope["x"] is ... and scope["y"] is ...
@@ -153,10 +163,245 @@ def test_stub_keeps_tuple_answers_unpackable_and_classes_importable() -> None:
     assert "print" not in stub
 
 
+# The signature shapes of the course's solution cells (01.03's adamw_step and kaiming_std, 00.01's class,
+# 02.07's ''' docstrings) and a few it may grow. Each header and docstring must reach the student exactly
+# as written; `SECRET` marks the body, which must not.
+AUTHOR_HEADERS = {
+    "multi-line signature": '''
+def adamw_step(param: torch.Tensor, grad: torch.Tensor, m: torch.Tensor, v: torch.Tensor, t: int, lr: float,
+               betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.01):
+    """One AdamW step on a tensor (t counts from 1); returns (new param, new m, new v)."""
+''',
+    "spaced default": '''
+def kaiming_std(fan_in: int, negative_slope: float = 0.0) -> float:
+    """The weight std that keeps Var(pre-activation) constant: √(2 / ((1 + a²) n))."""
+''',
+    "keyword-only, no docstring": '''
+def norm(x: np.ndarray, *, eps: float = 1e-5, axis: int = -1) -> np.ndarray:
+''',
+    "decorators, ''' docstring": """
+@functools.lru_cache(maxsize=None)
+@torch.no_grad()
+def fib(n: int) -> int:
+    '''The n-th Fibonacci number,
+    fib(0) = 0.'''
+""",
+    "lambda default": '''
+def apply(xs: list[int], f=lambda x: x * 2) -> dict[str, list[int]]:
+    """Apply f to every x → {"out": [...]}."""
+''',
+    "async, hanging indent": '''
+async def fetch(
+    url: str,
+    timeout: float = 1.0,
+) -> bytes:
+''',
+}
+
+
+@pytest.mark.parametrize("header", AUTHOR_HEADERS.values(), ids=AUTHOR_HEADERS.keys())
+def test_stub_keeps_the_authors_signature_and_docstring(tmp_path: Path, header: str) -> None:
+    header = header.strip("\n")
+    body = ("    def helper(k):  # a nested def is part of the answer\n        return k * SECRET\n\n"
+            "    for _ in range(2):\n        pass\n    return helper(SECRET)\n")
+    stub = _released_stub(tmp_path, f"# Hint: think it through.\n{header}\n{body}")
+    assert f"\n{header}\n    raise NotImplementedError('think it through.')\n" in stub, stub
+    assert "SECRET" not in stub and "helper" not in stub and "for _" not in stub
+    ast.parse(stub)
+
+
+def test_stub_keeps_a_class_and_its_method_signatures_as_written(tmp_path: Path) -> None:
+    solution = '''# Hint: fit stores the mean; transform uses it.
+class Scaler(Base):
+    """Standardise features with statistics learned by `fit`."""
+
+    def fit(self, rows: list[list[float]],
+            ddof: int = 0) -> "Scaler":
+        """Learn each column's mean; return self."""
+        self.mean = SECRET
+        return self
+
+    @property
+    def n_features(self) -> int:
+        return len(self.mean)
+'''
+    stub = _released_stub(tmp_path, solution)
+    assert stub == '''# Exercise: write your solution here.
+# Hint: fit stores the mean; transform uses it.
+
+class Scaler(Base):
+    """Standardise features with statistics learned by `fit`."""
+
+    def fit(self, rows: list[list[float]],
+            ddof: int = 0) -> "Scaler":
+        """Learn each column's mean; return self."""
+        raise NotImplementedError('fit stores the mean; transform uses it.')
+
+    @property
+    def n_features(self) -> int:
+        raise NotImplementedError('fit stores the mean; transform uses it.')
+'''
+
+
+def test_stub_cuts_the_signature_line_at_its_colon_and_keeps_a_hint_of_two_lines(tmp_path: Path) -> None:
+    source = ("# Hint: the long side is the square root of a*a + b*b;\n# math.sqrt helps.\n"
+              "def hypotenuse(a, b):  # = math.hypot(a, b)\n    return math.hypot(a, b)\n")
+    stub = _released_stub(tmp_path, source)
+    assert "# Hint: the long side is the square root of a*a + b*b;\n# math.sqrt helps.\n" in stub
+    assert "def hypotenuse(a, b):\n" in stub and "math.hypot" not in stub  # the comment could give it away
+    assert "raise NotImplementedError('the long side is the square root of a*a + b*b; math.sqrt helps.')" in stub
+
+
 def test_release_names_notebook_and_cell_of_a_broken_solution(tmp_path: Path, capsys) -> None:
     make_course(tmp_path, solution="# Hint: close the bracket.\nanswer = (1 +\n")
     assert main(["--root", str(tmp_path), "release", "--out", str(tmp_path / "student")]) == 2
     assert f"{NB}, cell 5: the solution cell does not parse" in capsys.readouterr().err
+
+
+def test_release_removes_the_colab_badge_unless_told_where_the_release_lives(course: Path, tmp_path: Path) -> None:
+    # The course's badge opens the course's notebook on Colab, solutions included: not for students.
+    out = tmp_path / "student"
+    assert main(["--root", str(tmp_path), "release", "--out", str(out)]) == 0
+    released = nbformat.read(str(out / NB), as_version=4)
+    assert "colab-badge" not in released.cells[0].source
+    assert released.cells[0].source.startswith("# 00.01 · Demo")
+    url = "https://github.com/a-school/genai-student"
+    assert main(["--root", str(tmp_path), "release", "--out", str(out), "--colab-url", url]) == 0
+    released = nbformat.read(str(out / NB), as_version=4)
+    assert nbs.badge_line(NB, url) in released.cells[0].source
+    assert f"@ git+{url}" in released.cells[2].source
+    assert url in (out / "README.md").read_text(encoding="utf-8")
+
+
+def test_release_refuses_a_bad_colab_url_and_the_course_folder_as_its_output(course: Path, tmp_path: Path,
+                                                                              capsys) -> None:
+    before = course.read_bytes()
+    assert main(["--root", str(tmp_path), "release", "--out", str(tmp_path)]) == 2
+    assert "is the course itself" in capsys.readouterr().err
+    assert course.read_bytes() == before  # the solutions were not replaced by stubs
+    out = tmp_path / "student"
+    assert main(["--root", str(tmp_path), "release", "--out", str(out), "--colab-url", "https://x.org/a/b"]) == 2
+    assert "is not https://github.com/<owner>/<repo>" in capsys.readouterr().err and not out.exists()
+
+
+COURSE_MAKEFILE = """# The course: make lab, make test.
+# A second line of introduction.
+
+VENV         ?= .venv
+BIN          := $(VENV)/bin
+$(if $(strip $(VENV)),,$(error VENV is empty: set it))
+FLAGS        := -a \\
+\t-b
+
+.PHONY: help lab test release
+
+help:
+\t@echo "make test"
+
+# Opens the course.
+lab: kernel
+\t$(BIN)/jupyter lab \\
+\t\t--flag
+# Runs every test.
+test: kernel
+\tpytest tests
+release stamp: a \\
+    b
+\t$(BIN)/python -m utils.course $@
+
+clean:
+\trm -rf build
+"""
+
+
+def test_the_student_makefile_is_the_course_makefile_without_the_authors_targets() -> None:
+    makefile = student.student_makefile(COURSE_MAKEFILE, "# student\n\n@COURSE_MAKEFILE@\n\ncheck:\n\techo\n")
+    assert makefile == """# student
+
+VENV         ?= .venv
+BIN          := $(VENV)/bin
+$(if $(strip $(VENV)),,$(error VENV is empty: set it))
+FLAGS        := -a \\
+\t-b
+
+# Opens the course.
+lab: kernel
+\t$(BIN)/jupyter lab \\
+\t\t--flag
+
+clean:
+\trm -rf build
+
+check:
+\techo
+"""
+
+
+def _break_cell_ids(path: Path) -> None:
+    """A repeated id (a pasted cell) and a missing one: nbformat repairs both with random ids on reading."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["cells"][1]["id"] = data["cells"][0]["id"]
+    del data["cells"][4]["id"]
+    path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_stamp_times_and_release_write_the_same_bytes_every_time(tmp_path: Path) -> None:
+    _break_cell_ids(make_course(tmp_path / "course"))
+    times = tmp_path / "times.json"
+    times.write_text(json.dumps({NB: {"smoke": {"seconds": 3.0, "date": "2025-01-01", "machine": "x"}}}))
+    copies = [tmp_path / "a", tmp_path / "b"]
+    for copy in copies:  # the same course, processed twice from scratch
+        shutil.copytree(tmp_path / "course", copy)
+        for command in (["stamp"], ["times", "--times-file", str(times)], ["release", "--out", str(copy / "s")]):
+            assert main(["--root", str(copy), *command]) == 0
+    assert _tree(copies[0]) == _tree(copies[1])
+    source, student = (nbs.read_notebook(p) for p in (copies[0] / NB, copies[0] / "s" / NB))
+    ids = [cell.id for cell in source.cells]
+    assert len(set(ids)) == len(ids) and ids == [cell.id for cell in student.cells]
+    before = _tree(copies[0])  # and once more on the result: nothing changes
+    for command in (["stamp"], ["times", "--times-file", str(times)], ["release", "--out", str(copies[0] / "s")]):
+        assert main(["--root", str(copies[0]), *command]) == 0
+    assert _tree(copies[0]) == before
+
+
+def _built_notebook() -> nbformat.NotebookNode:
+    """A notebook built in code: nbformat gives each new cell a random id."""
+    return new_notebook(cells=[new_markdown_cell("# 00.01 · Demo"), new_code_cell("x = 1"), new_code_cell("x = 1"),
+                               new_code_cell("print(x)")])
+
+
+def test_a_notebook_built_in_code_gets_the_same_ids_each_time_it_is_saved(tmp_path: Path) -> None:
+    path, other = tmp_path / "demo.ipynb", tmp_path / "other.ipynb"
+    assert nbs.save_notebook(_built_notebook(), path) is True
+    first = path.read_bytes()
+    assert nbs.save_notebook(_built_notebook(), path) is False and path.read_bytes() == first
+    nbs.save_notebook(_built_notebook(), other)
+    assert other.read_bytes() == first  # derived from the content, not from chance or the file name
+    ids = [cell.id for cell in nbs.read_notebook(path).cells]
+    assert len(set(ids)) == 4  # two cells with the same source still get different ids
+    nb = _built_notebook()  # regenerated with an edit and a new cell: only the new cell gets a new id
+    nb.cells[3].source = "print(x + 1)"
+    nb.cells.insert(1, new_markdown_cell("A new paragraph."))
+    nbs.save_notebook(nb, path)
+    new_ids = [cell.id for cell in nbs.read_notebook(path).cells]
+    assert new_ids[:1] + new_ids[2:] == ids and new_ids[1] not in ids
+
+
+def test_a_notebook_without_ids_is_upgraded_with_derived_ids(tmp_path: Path) -> None:
+    nb = {"nbformat": 4, "nbformat_minor": 4, "metadata": {},
+          "cells": [{"cell_type": "markdown", "metadata": {}, "source": "# Title"},
+                    {"cell_type": "code", "metadata": {}, "source": "x = 1", "outputs": [], "execution_count": None}]}
+    texts = []
+    for name in ("a.ipynb", "b.ipynb"):
+        (tmp_path / name).write_text(json.dumps(nb), encoding="utf-8")
+        texts.append(nbs.notebook_text(nbs.read_notebook(tmp_path / name)))
+    assert texts[0] == texts[1]
+    written = json.loads(texts[0])
+    assert written["nbformat_minor"] == 5 and all(re.fullmatch(r"[0-9a-f]{8}", c["id"]) for c in written["cells"])
 
 
 def test_run_executes_records_times_and_released_copy_fails_at_the_check(course: Path, tmp_path: Path) -> None:
@@ -175,6 +420,50 @@ def test_run_executes_records_times_and_released_copy_fails_at_the_check(course:
     result = run_notebook(student / NB, NB, "smoke", tmp_path / "student_run.ipynb", timeout=60)
     assert not result.ok and result.error.startswith("cell 6: CheckFailed")  # the check cell, not before
     assert HINT in result.error
+
+
+BAR_NOTEBOOK = new_notebook(cells=[new_code_cell(
+    "from tqdm.auto import tqdm\n\nfor step in tqdm(range(5), desc='steps'):\n    pass\n")],
+    metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+
+
+def test_run_saves_finished_progress_bars_and_prints_no_kernel_warning(tmp_path: Path, capfd) -> None:
+    path, out = tmp_path / "bar.ipynb", tmp_path / "executed"
+    nbformat.write(BAR_NOTEBOOK, str(path))
+    assert main(["--root", str(tmp_path), "run", str(path), "--out", str(out)]) == 0
+    printed = capfd.readouterr()
+    assert "without encryption" not in printed.out + printed.err  # the kernel's TCP warning
+    (output,) = nbformat.read(str(out / "bar.ipynb"), as_version=4).cells[0].outputs
+    assert "application/vnd.jupyter.widget-view+json" in output.data  # the live widget, for Jupyter
+    text = output.data["text/plain"]  # what GitHub and any text viewer show
+    assert text.startswith("steps: 100%|██████████| 5/5 [") and "0/5" not in text
+
+
+def test_the_summary_keeps_the_advice_at_the_end_of_a_long_error(capsys) -> None:
+    advice = "Either connect to the internet, or set COURSE_OFFLINE=1 to use the offline stand-in."
+    message = "Could not download dataset 'mnist' from https://example.org/mnist: " + "x" * 400 + ". " + advice
+    nb = new_notebook(cells=[new_code_cell("load('mnist')", outputs=[
+        nbformat.v4.new_output("error", ename="OfflineError", evalue=message, traceback=[])])])
+    error = _first_error(nb)
+    assert error.startswith("cell 0: OfflineError: Could not download dataset 'mnist'")
+    assert error.endswith(advice)
+    print_table([RunResult("01_deep_learning/02_pytorch_fundamentals.ipynb", "laptop", 3.2, error)])
+    table = " ".join(capsys.readouterr().out.split())  # the table wraps long lines
+    assert "FAILED" in table and advice in table
+    huge = _first_error(new_notebook(cells=[new_code_cell("", outputs=[nbformat.v4.new_output(
+        "error", ename="ValueError", evalue="y" * 5000 + " " + advice, traceback=[])])]))
+    assert len(huge) < 1100 and huge.endswith(advice)  # a huge error loses its middle, not its advice
+
+
+def test_run_preset_default_comes_from_the_environment_then_dotenv(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("COURSE_PRESET", raising=False)
+    monkeypatch.setenv("COURSE_DOTENV", str(tmp_path / "none.env"))
+    assert _parser().parse_args(["run", "x.ipynb"]).preset == "smoke"
+    (tmp_path / "course.env").write_text("COURSE_PRESET=laptop\n", encoding="utf-8")
+    monkeypatch.setenv("COURSE_DOTENV", str(tmp_path / "course.env"))
+    assert _parser().parse_args(["run", "x.ipynb"]).preset == "laptop"
+    monkeypatch.setenv("COURSE_PRESET", "full")
+    assert _parser().parse_args(["run", "x.ipynb"]).preset == "full"
 
 
 def test_times_rewrites_readme_row_and_run_time_line(course: Path, tmp_path: Path) -> None:
@@ -212,3 +501,27 @@ def test_bad_preset_is_a_clear_error(capsys) -> None:
 def test_list_prints_titles(course: Path, tmp_path: Path, capsys) -> None:
     assert main(["--root", str(tmp_path), "list"]) == 0
     assert f"{NB}  00.01 · Demo" in capsys.readouterr().out
+
+
+def test_a_new_release_replaces_the_old_one_and_never_overwrites_other_folders(course: Path, tmp_path: Path,
+                                                                                 capsys) -> None:
+    out = tmp_path / "student"
+    assert main(["--root", str(tmp_path), "release", "--out", str(out)]) == 0
+    stale = out / "00_demo" / "02_removed_since.ipynb"  # a notebook the course no longer has
+    stale.write_text("{}", encoding="utf-8")
+    assert main(["--root", str(tmp_path), "release", "--out", str(out)]) == 0
+    assert not stale.exists() and (out / NB).is_file()
+    other = tmp_path / "my_work"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine", encoding="utf-8")
+    assert main(["--root", str(tmp_path), "release", "--out", str(other)]) == 2
+    assert "is a folder that is not a student release" in capsys.readouterr().err
+    assert (other / "notes.txt").read_text(encoding="utf-8") == "mine" and len(list(other.iterdir())) == 1
+
+
+def test_times_without_a_times_file_refuses_instead_of_wiping_the_published_times(course: Path,
+                                                                                   tmp_path: Path, capsys) -> None:
+    readme = (tmp_path / "00_demo" / "README.md").read_text(encoding="utf-8")
+    assert main(["--root", str(tmp_path), "times", "--times-file", str(tmp_path / "missing.json")]) == 2
+    assert "no recorded times at" in capsys.readouterr().err
+    assert (tmp_path / "00_demo" / "README.md").read_text(encoding="utf-8") == readme

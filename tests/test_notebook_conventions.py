@@ -127,8 +127,46 @@ def notebook_problems(path: Path) -> list[str]:
     if nb.metadata.get("kernelspec", {}).get("name") != "python3":
         problems.append("kernelspec is not 'python3' (the portable kernel name)")
     readme = path.parent / "README.md"
-    if not readme.is_file() or f"({path.name})" not in readme.read_text(encoding="utf-8"):
-        problems.append(f"the module README does not link to {path.name}")
+    if not readme.is_file():
+        return problems + ["there is no module README.md next to the notebook"]
+    return problems + readme_row_problems(readme.read_text(encoding="utf-8"), path.name)
+
+
+def _table_rows(text: str) -> list[tuple[list[str], list[str], str]]:
+    """Every body row of the Markdown tables in `text`: (its table's header cells, its cells, the raw line)."""
+    rows, header = [], None
+    for line in text.splitlines():
+        if not line.lstrip().startswith("|"):
+            header = None  # a table ends at the first line that is not a row
+            continue
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if header is None:
+            header = cells
+        elif not set("".join(cells)) <= set("-: "):  # not the |---|---| separator
+            rows.append((header, cells, line))
+    return rows
+
+
+def readme_row_problems(readme: str, name: str) -> list[str]:
+    """What is wrong with the row of notebook `name` (e.g. 05_gpt.ipynb) in its module README's table.
+
+    Its own row is the one whose first cell is its number; that row links the notebook in its second
+    cell and has every column of the table, the measured smoke | laptop | full times last, which
+    `python -m utils.course times` rewrites. A link from another row (a prerequisite) does not count.
+    """
+    number = name[:2]
+    own = [(header, cells, line) for header, cells, line in _table_rows(readme) if cells[0] == number]
+    if not own:
+        return [f"the module README has no row for {name} (a table row '| {number} | [Title]({name}) | ...')"]
+    header, cells, line = own[0]
+    problems = [] if len(own) == 1 else [f"the module README has {len(own)} rows numbered {number}"]
+    if len(cells) < 2 or not re.search(rf"\]\((\./)?{re.escape(name)}\)", cells[1]):
+        problems.append(f"the module README row {number} does not link to {name} in its notebook column")
+    if header[-3:] != ["smoke", "laptop", "full"]:
+        problems.append(f"the module README table of row {number} does not end in '| smoke | laptop | full |'")
+    elif len(cells) != len(header) or not line.rstrip().endswith("|"):
+        problems.append(f"the module README row {number} is malformed: {len(cells)} cells for the table's "
+                        f"{len(header)} columns (it must end '| smoke | laptop | full |')")
     return problems
 
 
@@ -148,7 +186,8 @@ def test_the_checker_catches_every_rule_on_a_bad_notebook():
         "title number", "no Open-in-Colab badge", "no **Run time** line", "missing skeleton heading",
         "2 cells tagged 'parameters'", "0 cells tagged 'setup'", "edits sys.path", "star import",
         "trust_remote_code", "weights_only=False", "branches on the preset", "stored output is an error",
-        "has no '# Hint:' line", "not followed by a self-check", "kernelspec", "README does not link",
+        "has no '# Hint:' line", "not followed by a self-check", "kernelspec",
+        "README has no row for 99_bad_notebook.ipynb",
     ]
     missed = [e for e in expected if e not in problems]
     assert not missed, f"the checker let these through: {missed}\nit reported:\n{problems}"
@@ -161,3 +200,30 @@ def test_module_readmes_exist_for_every_module():
         assert readme.is_file(), f"{module}/README.md is missing"
         assert "| smoke | laptop | full |" in readme.read_text(encoding="utf-8"), \
             f"{module}/README.md has no table with smoke / laptop / full time columns"
+
+
+GOOD_ROW = "| 05 | [GPT](05_gpt.ipynb) | build it | [04](04_attention.ipynb) | 9 s | 1 min 2 s | — |"
+TABLE = "| # | notebook | objective | prerequisites | smoke | laptop | full |\n|---|---|---|---|---|---|---|\n"
+
+
+@pytest.mark.parametrize(("row", "problem"), [
+    (GOOD_ROW, None),
+    ("| 05 | [GPT](./05_gpt.ipynb) | build it | none | 9 s | — | — |", None),
+    ("| 06 | [Next](06_next.ipynb) | more | [05](05_gpt.ipynb) | — | — | — |", "has no row for 05_gpt.ipynb"),
+    ("| 05 | GPT (coming) | build it | [05](05_gpt.ipynb) | — | — | — |", "row 05 does not link to 05_gpt.ipynb"),
+    ("| 05 | [GPT](05_gpt.ipynb) | build it | none | 9 s |", "row 05 is malformed: 5 cells"),
+    ("| 05 | [GPT](05_gpt.ipynb) | build it | none | 9 s | — | —", "row 05 is malformed: 7 cells"),
+    (f"{GOOD_ROW}\n{GOOD_ROW}", "2 rows numbered 05"),
+])
+def test_a_notebook_needs_its_own_well_formed_readme_row(row: str, problem: str | None):
+    problems = readme_row_problems(f"# 02 · Module\n\n{TABLE}{row}\n", "05_gpt.ipynb")
+    if problem is None:
+        assert problems == []
+    else:
+        assert any(problem in p for p in problems), problems
+
+
+def test_a_readme_table_without_time_columns_is_reported():
+    table = "| # | notebook |\n|---|---|\n| 05 | [GPT](05_gpt.ipynb) |\n"
+    assert readme_row_problems(table, "05_gpt.ipynb") == [
+        "the module README table of row 05 does not end in '| smoke | laptop | full |'"]

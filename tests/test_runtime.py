@@ -17,9 +17,22 @@ from utils import runtime
 
 
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch):
+def clean_env(monkeypatch, tmp_path):
     for name in ("COURSE_PRESET", "COURSE_OFFLINE", "COURSE_DEVICE", "COURSE_CACHE"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("COURSE_DOTENV", str(tmp_path / "no.env"))  # no .env unless a test writes one
+
+
+@pytest.fixture
+def dotenv(monkeypatch, tmp_path):
+    """A .env file of the test's own; returns a function that writes its lines."""
+    path = tmp_path / "course.env"
+    monkeypatch.setenv("COURSE_DOTENV", str(path))
+
+    def write(*lines: str) -> None:
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    return write
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,9 +76,54 @@ def test_choose_returns_the_presets_config_and_prints_every_field(monkeypatch, c
     monkeypatch.setenv("COURSE_PRESET", "smoke")
     assert runtime.choose(PRESETS) == Config(5, 1e-3)
     out = capsys.readouterr().out
-    assert "preset: smoke (from COURSE_PRESET) · offline stand-ins" in out
+    assert "preset: smoke (from COURSE_PRESET) · stand-ins for downloads: on (smoke preset)" in out
     assert "steps = 5" in out and "lr    = 0.001" in out
     assert runtime.choose(PRESETS, "full") == Config(5000, 3e-4)
+
+
+def test_choose_states_the_standin_mode_only_when_it_is_on(monkeypatch, capsys):
+    # choose() cannot know whether the notebook downloads anything: it states a mode, and only when it is on.
+    runtime.choose(PRESETS, "laptop")
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == "preset: laptop (from argument)"
+    monkeypatch.setenv("COURSE_OFFLINE", "1")
+    runtime.choose(PRESETS, "laptop")
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == "preset: laptop (from argument) · stand-ins for downloads: on (COURSE_OFFLINE=1)"
+    assert "offline stand-ins" not in first  # the old wording claimed the notebook used some
+
+
+def test_settings_are_read_from_dotenv_when_the_environment_does_not_set_them(dotenv, tmp_path, capsys):
+    dotenv("# my settings", "COURSE_PRESET=smoke      # smoke | laptop | full", "COURSE_OFFLINE='yes'",
+           f"export COURSE_CACHE={tmp_path / 'from-dotenv'}", "COURSE_DEVICE=cpu")
+    assert runtime.resolve_preset() == "smoke"
+    assert runtime.is_offline() and runtime.use_standins("full")
+    assert runtime.cache_dir() == tmp_path / "from-dotenv"
+    assert runtime.get_device().type == "cpu"
+    runtime.choose(PRESETS)
+    assert capsys.readouterr().out.startswith("preset: smoke (from .env)")
+
+
+def test_the_environment_wins_over_dotenv(dotenv, monkeypatch, tmp_path):
+    dotenv("COURSE_PRESET=smoke", "COURSE_OFFLINE=1", f"COURSE_CACHE={tmp_path / 'from-dotenv'}")
+    monkeypatch.setenv("COURSE_PRESET", "full")
+    monkeypatch.setenv("COURSE_OFFLINE", "0")
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path / "from-env"))
+    assert runtime.resolve_preset() == "full" and not runtime.is_offline()
+    assert runtime.cache_dir() == tmp_path / "from-env"
+
+
+def test_a_bad_value_in_dotenv_says_where_it_was_set(dotenv):
+    dotenv("COURSE_PRESET=tiny", "COURSE_OFFLINE=maybe")
+    with pytest.raises(ValueError, match=r"COURSE_PRESET='tiny' \(set in .*course\.env\) is not a preset"):
+        runtime.resolve_preset()
+    with pytest.raises(ValueError, match=r"COURSE_OFFLINE='maybe' \(set in .*course\.env\)"):
+        runtime.is_offline()
+
+
+def test_setting_rejects_unknown_names():
+    with pytest.raises(ValueError, match="'COURSE_SIZE' is not a course setting. Allowed: COURSE_PRESET"):
+        runtime.setting("COURSE_SIZE")
 
 
 def test_choose_needs_all_three_presets():
@@ -125,6 +183,13 @@ def test_secrets_come_from_env_then_dotenv_and_are_never_in_the_error(monkeypatc
         runtime.get_secret("EMPTY_KEY", dotenv)
     with pytest.raises(ValueError, match="secret names"):
         runtime.get_secret("not a name", dotenv)
+
+
+def test_secrets_are_found_in_the_dotenv_that_settings_use(dotenv, monkeypatch):
+    monkeypatch.delenv("DEMO_KEY", raising=False)
+    dotenv('DEMO_KEY="sk-123 # not a comment inside quotes"', "OTHER_KEY=abc  # a comment")
+    assert runtime.get_secret("DEMO_KEY") == "sk-123 # not a comment inside quotes"
+    assert runtime.get_secret("OTHER_KEY") == "abc"
 
 
 def test_environment_report_names_versions_device_and_threads(monkeypatch, capsys):

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -11,6 +16,7 @@ from nbclient.exceptions import CellExecutionError
 
 from utils import notebooks as nbs
 from utils.course import release, stamp, update_times
+from utils.student import COURSE_FILES
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMES = ROOT / "benchmarks" / "times.json"
@@ -66,3 +72,114 @@ def test_a_self_check_fails_on_the_stub_with_the_hint(student_release, monkeypat
     assert "CheckFailed" in message, message[-2000:]
     assert "mean_squared_error is not implemented yet" in message, message[-2000:]
     assert "subtract, square element-wise, then average" in message, "the hint is missing from the failure"
+
+
+# --- the stubs keep the author's text ------------------------------------------------------------
+
+# The lines a stub writes itself: the heading, the raise, a `...` answer, a blank line.
+GENERATED = re.compile(r"# Exercise: write your solution here\.|\s*raise NotImplementedError\(.*\)"
+                       r"|.* = \.\.\.  # your answer|")
+
+
+def test_every_stub_line_is_the_authors_own_or_a_stub_line(student_release):
+    # Signatures, docstrings, hints and imports are cut from the author's text, never re-generated: a line
+    # of a stub is either a line of its solution or one of the GENERATED lines.
+    for original in nbs.find_notebooks(ROOT):
+        solutions = [c for c in nbs.read_notebook(original).cells if "solution" in nbs.cell_tags(c)]
+        stubs = [c for c in nbformat.read(student_release / original.relative_to(ROOT), as_version=4).cells
+                 if "exercise" in nbs.cell_tags(c)]
+        for solution, stub in zip(solutions, stubs):
+            written = set(solution.source.splitlines())
+            foreign = [line for line in stub.source.splitlines()
+                       if line not in written and not GENERATED.fullmatch(line)]
+            assert not foreign, f"{original.relative_to(ROOT)}: the stub rewrote the author's lines {foreign}"
+
+
+# --- the release is a course a student can open ---------------------------------------------------
+
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def _relative_links(markdown: str) -> list[str]:
+    """The targets of the relative links of a Markdown text, without their #anchors."""
+    targets = [t.split("#")[0] for t in LINK.findall(markdown)]
+    return [t for t in targets if t and not re.match(r"[a-z]+:", t)]
+
+
+def _markdown_texts(root: Path) -> list[tuple[Path, str]]:
+    """Every Markdown file under `root` and every markdown cell of its notebooks, with the file they are in."""
+    texts = [(p, p.read_text(encoding="utf-8")) for p in sorted(root.rglob("*.md"))]
+    for path in nbs.find_notebooks(root):
+        texts += [(path, c.source) for c in nbs.read_notebook(path).cells if c.cell_type == "markdown"]
+    return texts
+
+
+def test_the_release_has_what_a_student_needs(student_release):
+    for name in ["README.md", "Makefile", *COURSE_FILES, "utils/__init__.py", "utils/checks.py", "utils/course.py",
+                 "utils/models/gpt.py", *(p.relative_to(ROOT).as_posix() for p in nbs.module_readmes(ROOT))]:
+        assert (student_release / name).is_file(), f"the release has no {name}"
+    assert not (student_release / "utils" / "templates").exists() and not (student_release / "tests").exists()
+    readme = (student_release / "README.md").read_text(encoding="utf-8")
+    assert "make lab" in readme and "make check" in readme and "no `make test`" in readme
+    assert "git clone" not in readme and "CONTRIBUTING" not in readme, "the student README sends students elsewhere"
+
+
+def test_every_relative_link_in_the_release_resolves(student_release):
+    broken = []
+    for path, text in _markdown_texts(student_release):
+        course_copy = ROOT / path.relative_to(student_release)
+        for target in _relative_links(text):
+            if (path.parent / target).exists():
+                continue
+            # A link that is broken in the course as well (a notebook still marked "coming") is the course's
+            # problem; the student README has no course counterpart, so all of its links must resolve.
+            if path.name != "README.md" or path.parent != student_release:
+                if course_copy.is_file() and not (course_copy.parent / target).exists():
+                    continue
+            broken.append(f"{path.relative_to(student_release)} -> {target}")
+    assert not broken, "links that lead nowhere in the release:\n" + "\n".join(broken)
+
+
+def _make(directory: Path, *args: str) -> subprocess.CompletedProcess:
+    # -n prints the commands without running them; a missing prerequisite file still fails.
+    return subprocess.run(["make", "-n", *args], cwd=directory, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_lab_and_check_in_the_release_use_the_release(student_release):
+    lab = _make(student_release, "lab")
+    assert lab.returncode == 0, lab.stderr
+    assert "-m pip install --quiet -r requirements.txt -e ." in lab.stdout  # installs the release's own utils
+    command = lab.stdout[lab.stdout.index("jupyter lab"):]
+    landing = re.search(r"0\d_\w+/\d\d_\w+\.ipynb", command)
+    assert landing and (student_release / landing[0]).is_file(), command
+    assert str(ROOT) not in lab.stdout, "make lab in the release points at the course checkout"
+    check = _make(student_release, "check", "NB=00_prerequisites/00_start_here.ipynb")
+    assert check.returncode == 0, check.stderr
+    assert "-m utils.course run 00_prerequisites/00_start_here.ipynb --preset smoke" in check.stdout
+    assert "-m utils.course run --all --preset smoke" in _make(student_release, "check").stdout
+    test = subprocess.run(["make", "test"], cwd=student_release, capture_output=True, text=True, timeout=60)
+    assert test.returncode != 0 and "no test suite" in test.stdout  # says why instead of running anything
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_the_release_makefile_is_the_courses_without_the_authors_targets(student_release, tmp_path):
+    venv = f"VENV={tmp_path / 'venv'}"  # a fresh environment: make -n prints every install step
+    course, release_ = _make(ROOT, "install", venv), _make(student_release, "install", venv)
+    assert course.returncode == 0 and release_.returncode == 0, course.stderr + release_.stderr
+    assert release_.stdout == course.stdout
+    for target in ("release", "stamp", "times", "benchmark"):
+        result = _make(student_release, target)
+        assert result.returncode != 0 and "No rule to make target" in result.stderr, target
+
+
+def test_the_course_command_runs_inside_the_release(student_release):
+    env = {**os.environ, "PYTHONPATH": str(student_release)}
+    code = "import utils.course, sys; print(utils.course.__file__); sys.exit(utils.course.main(['list']))"
+    result = subprocess.run([sys.executable, "-c", code], cwd=student_release, env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert Path(lines[0]).resolve() == (student_release / "utils" / "course.py").resolve()  # the release's own
+    listed = [line.split()[0] for line in lines[1:]]
+    assert listed == [p.relative_to(ROOT).as_posix() for p in nbs.find_notebooks(ROOT)]

@@ -256,3 +256,13 @@ def test_warmup_cosine_schedule_fails_early():
     optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
     with pytest.raises(ValueError, match="total_steps"):
         warmup_cosine_schedule(optimizer, warmup_steps=10, total_steps=3)
+
+
+@pytest.mark.parametrize("value, shown", [("1", False), ("true", False), ("0", True), ("", True)])
+def test_tqdm_disable_hides_the_training_bar(monkeypatch, capsys, value, shown):
+    # tqdm reads TQDM_DISABLE once, at import, and its notebook bar ignores it: fit() reads it itself.
+    monkeypatch.setenv("TQDM_DISABLE", value)
+    model = Regressor()
+    train, _ = regression_loaders(n=64)
+    fit(model, train, optimizer=torch.optim.SGD(model.parameters(), lr=0.01), steps=3)
+    assert ("training: 100%" in capsys.readouterr().err) is shown

@@ -1,7 +1,7 @@
 """The course's command line: `python -m utils.course {stamp,release,run,times,list}` (or `course ...`).
 
     stamp [--check] [NB ...]     write the shared badge + Colab setup block into notebooks
-    release [--out DIR]          student copies: solutions become stubs, outputs cleared
+    release [--out DIR]          the student release: solutions become stubs; utils, README, Makefile
     run NB ... | --all           execute notebooks headless at a preset, print wall times
     times [--check]              copy benchmarks/times.json into module READMEs and notebooks
     list                         every notebook with its title
@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
+import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,9 +26,12 @@ from pathlib import Path
 from nbformat import NotebookNode
 
 from utils import notebooks as nbs
-from utils.runtime import PRESETS, repo_root
+from utils import student
+from utils.progress_bars import finish_progress_bars
+from utils.runtime import PRESETS, repo_root, setting
 
 TIMES_FILE = Path("benchmarks") / "times.json"
+RELEASE_MARKER = ".student-release"  # marks a folder `release` wrote, so a later release may replace it
 
 
 # --- stamp, release, list ------------------------------------------------------------------------
@@ -47,19 +51,30 @@ def stamp(root: Path, paths: list[Path], check: bool = False) -> list[str]:
     return changed
 
 
-def release(root: Path, out: Path) -> tuple[int, int]:
-    """Write student copies of every notebook and the READMEs to `out`; returns (notebooks, exercises)."""
+def release(root: Path, out: Path, colab_url: str | None = None) -> tuple[int, int]:
+    """Build the student release in `out`; returns (notebooks, exercises stubbed).
+
+    Every notebook with its solutions stubbed, the module READMEs, `utils`, the install files, and a README
+    and Makefile written for students (utils/templates/student/). See utils/student.py.
+    """
+    if out.resolve() == root.resolve():
+        raise ValueError(f"--out {out} is the course itself: its notebooks would be replaced by stubs.")
+    if colab_url:
+        nbs.github_slug(colab_url)  # a clear error before anything is written
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / RELEASE_MARKER).is_file():
+            raise ValueError(f"--out {out} is a folder that is not a student release; choose a new or empty one.")
+        shutil.rmtree(out)  # an older release: replaced whole, so no stale notebook or file survives
     notebooks, exercises = nbs.find_notebooks(root), 0
     for path in notebooks:
         name = nbs.relative_name(path, root)
-        student, stubbed = nbs.student_notebook(nbs.read_notebook(path), name)
-        nbs.write_if_changed(out / name, nbs.notebook_text(student))
+        copy, stubbed = student.student_notebook(nbs.read_notebook(path), name, colab_url)
+        nbs.write_if_changed(out / name, nbs.notebook_text(copy))
         exercises += stubbed
-    for readme in [root / "README.md", *nbs.module_readmes(root)]:
-        if readme.is_file():
-            target = out / nbs.relative_name(readme, root)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(readme, target)
+    student.copy_course_files(root, out)
+    student.write_student_files(root, out, colab_url)
+    (out / RELEASE_MARKER).write_text("Written by `python -m utils.course release`; the next release replaces "
+                                      "this whole folder.\n", encoding="utf-8")
     return len(notebooks), exercises
 
 
@@ -88,14 +103,40 @@ def check_preset(preset: str) -> str:
     return preset
 
 
+ERROR_LIMIT = 1000
+"""Characters of an error kept in the summary table; a longer one loses its middle, never its end."""
+
+
+def _shorten(message: str, limit: int = ERROR_LIMIT) -> str:
+    """`message` on one line; past `limit` characters the middle is cut, since the advice comes last."""
+    message = " ".join(message.split())
+    if len(message) <= limit:
+        return message
+    head = limit // 3
+    return f"{message[:head]} … {message[-(limit - head - 3):]}"
+
+
 def _first_error(nb: NotebookNode) -> str:
     """'cell N: Name: message' for the first error output stored in an executed notebook."""
     for index, cell in enumerate(nb.cells):
         for output in cell.get("outputs", []):
             if output.get("output_type") == "error":
-                message = " ".join(str(output.get("evalue")).split())  # one line for the table
-                return f"cell {index}: {output.get('ename')}: {message[:300]}"
+                return f"cell {index}: {output.get('ename')}: {_shorten(str(output.get('evalue')))}"
     return ""
+
+
+def _kernel_config() -> "Config":  # noqa: F821 (traitlets imported lazily)
+    """Encrypt the connection to the kernel (CurveZMQ) where pyzmq can.
+
+    That is also what ends ipykernel's warning "Kernel is running over TCP without encryption" on every run.
+    """
+    import zmq
+    from traitlets.config import Config
+
+    config = Config()
+    # "auto": keys only for a kernel whose spec declares support (ipykernel 7 does), else as before.
+    config.KernelManager.transport_encryption = "auto" if zmq.has("curve") else "disabled"
+    return config
 
 
 def run_notebook(path: Path, name: str, preset: str, out: Path, timeout: int = 600) -> RunResult:
@@ -110,14 +151,15 @@ def run_notebook(path: Path, name: str, preset: str, out: Path, timeout: int = 6
     env = {**os.environ, "COURSE_PRESET": check_preset(preset)}
     if preset != "full":
         env.setdefault("OMP_NUM_THREADS", "1")
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", config=_kernel_config(),
                             resources={"metadata": {"path": str(path.parent)}})
     start, error = time.perf_counter(), ""
     try:
         client.execute(env=env)
     except (CellExecutionError, CellTimeoutError) as err:
-        error = _first_error(nb) or str(err).strip().splitlines()[-1][:300]
+        error = _first_error(nb) or _shorten(str(err).strip().splitlines()[-1])
     seconds = time.perf_counter() - start
+    finish_progress_bars(nb, client.widget_state)
     nbs.write_if_changed(out, nbs.notebook_text(nb))  # failed runs too: the error is in the copy
     return RunResult(name, preset, seconds, error)
 
@@ -141,8 +183,9 @@ def print_table(results: list[RunResult]) -> None:
     print(f"{'notebook':<{width}}  {'preset':<6}  {'seconds':>8}  status")
     for r in results:
         print(f"{r.name:<{width}}  {r.preset:<6}  {r.seconds:8.1f}  {'ok' if r.ok else 'FAILED'}")
-        if not r.ok:
-            print(f"{'':<{width}}  {r.error}")
+        if not r.ok:  # the whole error, wrapped: its last sentence usually says what to do
+            pad = " " * (width + 2)
+            print(textwrap.fill(r.error, width=width + 80, initial_indent=pad, subsequent_indent=pad))
 
 
 def machine_description() -> str:
@@ -172,7 +215,10 @@ def record_times(results: list[RunResult], times_file: Path) -> None:
 
 def update_times(root: Path, times_file: Path, check: bool = False) -> list[str]:
     """Copy `times_file` into module READMEs and notebook Run-time lines; returns what changed."""
-    times = json.loads(times_file.read_text(encoding="utf-8")) if times_file.is_file() else {}
+    if not times_file.is_file():  # writing "not measured" everywhere would wipe the published times
+        raise ValueError(f"no recorded times at {times_file}: record some first with "
+                         "`python -m utils.course run --all --record`.")
+    times = json.loads(times_file.read_text(encoding="utf-8"))
     changed = []
     for readme in nbs.module_readmes(root):
         old = readme.read_text(encoding="utf-8")
@@ -207,12 +253,16 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stamp", help="write the Colab badge and setup block into notebooks")
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 if any notebook is stale")
     p.add_argument("notebooks", nargs="*", type=Path, help="default: every notebook")
-    p = sub.add_parser("release", help="student copies with solutions stubbed")
+    p = sub.add_parser("release", help="the student release: solutions stubbed, ready for `make lab`")
     p.add_argument("--out", type=Path, default=None, help="default: build/student")
+    p.add_argument("--colab-url", default=None, metavar="URL",
+                   help="GitHub URL where the release will be published: Colab badges point there "
+                        "(default: no badges, since the course's own badges open the solutions)")
     p = sub.add_parser("run", help="execute notebooks headless and time them")
     p.add_argument("notebooks", nargs="*", type=Path)
     p.add_argument("--all", action="store_true", help="every notebook of the course")
-    p.add_argument("--preset", choices=PRESETS, default=os.environ.get("COURSE_PRESET") or "smoke")
+    p.add_argument("--preset", choices=PRESETS, default=setting("COURSE_PRESET").lower() or "smoke",
+                   help="default: COURSE_PRESET from the environment or .env, else smoke")
     p.add_argument("--out", type=Path, default=None, help="default: build/executed/<preset>")
     p.add_argument("--record", action="store_true", help="save the times in benchmarks/times.json")
     p.add_argument("--timeout", type=int, default=600, help="seconds allowed per cell (default 600)")
@@ -269,8 +319,9 @@ def _cmd_times(args: argparse.Namespace, root: Path) -> int:
 
 def _cmd_release(args: argparse.Namespace, root: Path) -> int:
     out = args.out or root / "build" / "student"
-    notebooks, exercises = release(root, out)
+    notebooks, exercises = release(root, out, args.colab_url)
     print(f"released {notebooks} notebooks ({exercises} exercises stubbed) to {out}")
+    print(f"a student opens it with `make lab` in {out} (its README.md says more).")
     return 0
 
 

