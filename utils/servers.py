@@ -43,6 +43,20 @@ def port_is_free(port: int) -> bool:
     return True
 
 
+def non_loopback_address() -> str | None:
+    """This machine's own address on its default route (for tests that a server is NOT reachable there).
+
+    A UDP "connect" sends no packet; it only makes the OS choose the interface. None without a network.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("10.255.255.255", 1))
+            address = s.getsockname()[0]
+        except OSError:
+            address = socket.gethostbyname(socket.gethostname())
+    return None if address.startswith("127.") else address
+
+
 def _log_tail(log: Path, lines: int = 30) -> str:
     text = log.read_text(encoding="utf-8", errors="replace") if log.is_file() else ""
     return "\n".join(text.splitlines()[-lines:]) or "(no output)"
