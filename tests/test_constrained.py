@@ -70,6 +70,7 @@ def test_token_texts_match_the_tokenizer(tokenizer, vocab: TokenVocabulary) -> N
         else:
             assert tokenizer.decode([token_id]) == text, token_id
     assert vocab.eos_ids == {tokenizer.eos_token_id} and partial > 0  # byte tokens 0x80-0xFF are partial
+    assert vocab.special_ids == set(tokenizer.all_special_ids)
     assert any(text and text.startswith(" ") for text in vocab.texts)  # 'Ġthe' became ' the'
 
 
@@ -94,7 +95,10 @@ def test_non_byte_level_tokenizers_are_refused() -> None:
 def test_allowed_tokens_agree_with_checking_every_token(vocab: TokenVocabulary) -> None:
     """The pruned trie walk (and its shortcut inside strings) finds exactly the tokens allows() accepts."""
     gen = torch.Generator().manual_seed(0)
-    for schema in SCHEMAS:
+    two_strings = {"type": "object", "required": ["s", "d"], "properties": {  # strings of several kinds
+        "s": {"anyOf": [{"type": "string", "maxLength": 3}, {"type": "string", "minLength": 5, "maxLength": 9}]},
+        "d": {"type": "object", "additionalProperties": {"type": "integer"}}}}
+    for schema in [*SCHEMAS, two_strings, two_strings]:
         c = JsonConstraint(compile_schema(schema), vocab)
         for _ in range(40):
             if c.done:
@@ -271,7 +275,8 @@ def test_hand_made_vocabulary_with_a_real_grammar_is_exact() -> None:
     gen = torch.Generator().manual_seed(5)
     counts = torch.zeros(9, dtype=torch.float64)
     for _ in range(3000):
-        counts[sample_token(logits, temperature=1.0, generator=gen, constraint=JsonConstraint(grammar, vocab))] += 1
+        c = JsonConstraint(grammar, vocab)
+        counts[sample_token(logits, temperature=1.0, generator=gen, constraint=c)] += 1
     stat, bound = chi_square(counts, expected(logits, 1.0, 1.0, {3}))
     assert stat < bound and counts[3] == 3000  # only "[" may start an array
     state = grammar.start().feed("[1")

@@ -41,7 +41,8 @@ def random_schema(rng: random.Random, depth: int = 0, refs: tuple = ()) -> dict:
     kind = rng.choice(kinds)
     if kind == "string":
         lo = rng.choice([0, 0, 1, 3])
-        return {"type": "string", "minLength": lo, **({"maxLength": lo + rng.randint(0, 4)} if rng.random() < .5 else {})}
+        upper = {"maxLength": lo + rng.randint(0, 4)} if rng.random() < .5 else {}
+        return {"type": "string", "minLength": lo, **upper}
     if kind in ("integer", "number"):
         s: dict = {"type": kind, "description": "a number"}
         a, b = sorted(rng.choice([-7, -1, 0, 0.5, 1, 2.25, 10, 99.9]) for _ in range(2))
@@ -128,7 +129,8 @@ def instance(schema: dict, rng: random.Random, root: dict, depth: int = 0):
     if t == "array":
         lo = schema["minItems"] if "minItems" in schema else 0
         hi = min(schema.get("maxItems", lo + 3), lo + (3 if depth < 4 else 0))
-        return [instance(schema.get("items", {"type": "integer"}), rng, root, depth + 1) for _ in range(rng.randint(lo, hi))]
+        items = schema.get("items", {"type": "integer"})
+        return [instance(items, rng, root, depth + 1) for _ in range(rng.randint(lo, hi))]
     if "properties" not in schema:
         return {k: rng.randint(0, 9) for k in rng.sample("uvw", rng.randint(0, 2))}
     required = schema.get("required", [])
@@ -143,7 +145,10 @@ def _number(schema: dict, t: str, rng: random.Random):
     lo = max(schema.get("minimum", -50), schema.get("exclusiveMinimum", -50))
     hi = min(schema.get("maximum", 50), schema.get("exclusiveMaximum", 50))
     for _ in range(1000):
-        x = rng.randint(int(lo) - 1, int(hi) + 1) if t == "integer" or rng.random() < .3 else round(rng.uniform(lo, hi), rng.randint(0, 4))
+        if t == "integer" or rng.random() < .3:
+            x = rng.randint(int(lo) - 1, int(hi) + 1)
+        else:
+            x = round(rng.uniform(lo, hi), rng.randint(0, 4))
         if ok(x):
             return x
     raise AssertionError(f"no number found for {schema}")
@@ -264,6 +269,15 @@ def test_pydantic_models_compile_and_accept_their_own_dumps() -> None:
     assert accepts(compile_schema(Tree.model_json_schema()), tree.model_dump_json())
 
 
+def test_schemas_from_the_openai_clients_response_format_helper_compile() -> None:
+    """`client.chat.completions.parse(response_format=Person)` sends this strict form of the schema."""
+    from openai.lib._parsing._completions import type_to_response_format_param  # openai 3.54 (pinned)
+
+    for model, doc in ((Person, PERSON), (Tree, Tree(label="x", children=[Tree(label="y")]))):
+        schema = type_to_response_format_param(model)["json_schema"]["schema"]
+        assert accepts(compile_schema(schema), doc.model_dump_json())
+
+
 @pytest.mark.parametrize("change", [
     ("age", "\"30\""), ("age", "-1"), ("age", "151"), ("age", "30.5"), ("confidence", "1.01"),
     ("color", "\"blue\""), ("kind", "\"enemy\""), ("name", "\"much too long a name\""),
@@ -333,6 +347,9 @@ def test_enum_and_const_containers_are_matched_as_json_dumps_writes_them() -> No
 
 def test_json_object_mode_accepts_any_object_only() -> None:
     g = compile_schema({"type": "object"})
+    rng = random.Random(7)
+    for _ in range(30):  # random walks: no dead end, always an object
+        assert isinstance(json.loads(random_walk(g, rng, budget=80)), dict)
     assert accepts(g, '{"a": [1, {"b": null}], "c": {"d": "e"}, "f": -0.5, "g": true}')
     for text in ("[1]", '"s"', "1", "null"):
         assert not accepts(g, text)

@@ -21,8 +21,8 @@ WEATHER = {"type": "function", "function": {
                                                     "unit": {"enum": ["C", "F"]}},
                    "required": ["city"], "additionalProperties": False}}}
 ADD = {"type": "function", "function": {
-    "name": "add", "parameters": {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
-                                  "required": ["a", "b"]}}}
+    "name": "add", "parameters": {"type": "object", "required": ["a", "b"],
+                                  "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}}}}
 NOW = {"type": "function", "function": {"name": "now"}}  # no parameters: arguments must be {}
 TOOLS = [WEATHER, ADD, NOW]
 PARAMETERS = {t["function"]["name"]: t["function"].get("parameters", {"type": "object", "properties": {},
@@ -55,9 +55,11 @@ def test_tools_are_checked_with_clear_errors() -> None:
         ([{"type": "code_interpreter"}], "tools[0] must be"),
         ([{"type": "function", "function": {"name": "get weather"}}], "letters, digits"),
         ([ADD, ADD], "new name"),
-        ([{"type": "function", "function": {"name": "f", "parameters": {"type": "string"}}}], "describe an object"),
+        ([{"type": "function", "function": {"name": "f", "parameters": {"type": "string"}}}],
+         "describe an object"),
         ([{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {
-            "d": {"type": "string", "format": "date"}}}}}], "tools[0] (f) parameters: #/properties/d: keyword 'format'"),
+            "d": {"type": "string", "format": "date"}}}}}],
+         "tools[0] (f) parameters: #/properties/d: keyword 'format'"),
         ([{"type": "function", "function": {"name": "f", "params": {}}}], "unknown keys ['params']"),
         ([{"type": "function", "function": {"name": "f", "description": 3}}], "description must be a string"),
     ]

@@ -42,7 +42,8 @@ _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # tokenizer -> 
 
 def _byte_decoder() -> dict[str, int]:
     """GPT-2's map from the printable character standing for each byte back to the byte (256 entries)."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
+                 *range(ord("®"), ord("ÿ") + 1)]
     others = [b for b in range(256) if b not in printable]  # space, controls, ...: shifted to 256 + i
     return {chr(b): b for b in printable} | {chr(256 + i): b for i, b in enumerate(others)}
 
@@ -69,33 +70,36 @@ class TokenVocabulary:
     texts: tuple  # texts[id]: str, or None (a special token, or bytes that are not UTF-8 on their own)
     eos_ids: frozenset
     trie: dict  # every token with a text
-    plain_ids: tuple  # tokens made only of plain string characters (see _is_plain), shortest first,
-    plain_lengths: tuple  # their lengths (for bisect) ...
+    plain_ids: tuple  # tokens made only of plain string characters (see _is_plain), shortest first
+    plain_lengths: tuple  # their lengths: a string with room for r more characters takes a prefix ...
     other_trie: dict  # ... and a trie of all the others: inside a string, only these need checking
+    special_ids: frozenset = frozenset()  # the tokenizer's special tokens (never allowed, except EOS)
 
     @classmethod
-    def from_texts(cls, texts: list, eos_ids) -> TokenVocabulary:
+    def from_texts(cls, texts: list, eos_ids, special_ids=()) -> TokenVocabulary:
         """A vocabulary from the text of each id (None for ids never allowed), e.g. a hand-made one."""
         usable = {i: t for i, t in enumerate(texts) if t}  # "" would be allowed everywhere, never progress
         plain = sorted((len(t), i) for i, t in usable.items() if _is_plain(t))
         other = {i: t for i, t in usable.items() if not _is_plain(t)}
         return cls(tuple(texts), frozenset(eos_ids), _trie(usable), tuple(i for _, i in plain),
-                   tuple(n for n, _ in plain), _trie(other))
+                   tuple(n for n, _ in plain), _trie(other), frozenset(special_ids))
 
     @classmethod
     def from_tokenizer(cls, tokenizer, eos_ids: tuple[int, ...] | None = None) -> TokenVocabulary:
-        """The vocabulary of a byte-level BPE tokenizer; built once per tokenizer (and eos ids), then cached."""
+        """The vocabulary of a byte-level BPE tokenizer; built once per tokenizer (and eos ids), cached."""
         eos = tuple(sorted(eos_ids if eos_ids is not None else [tokenizer.eos_token_id]))
         if not eos or None in eos:
             raise ValueError(f"need at least one end-of-sequence id, got {eos_ids!r} (tokenizer.eos_token_id "
                              f"is {tokenizer.eos_token_id!r})")
         per_tokenizer = _CACHE.setdefault(tokenizer, {})
         if eos not in per_tokenizer:
-            per_tokenizer[eos] = cls.from_texts(_token_texts(tokenizer), eos)
+            special = set(tokenizer.all_special_ids) | {i for i, t in tokenizer.added_tokens_decoder.items()
+                                                        if t.special}
+            per_tokenizer[eos] = cls.from_texts(_token_texts(tokenizer, special), eos, special)
         return per_tokenizer[eos]
 
 
-def _token_texts(tokenizer) -> list[str | None]:
+def _token_texts(tokenizer, special: set[int]) -> list[str | None]:
     """Decode each token's byte-level string ('Ġthe' -> ' the'); None for special or partial-UTF-8 tokens."""
     backend = getattr(getattr(tokenizer, "backend_tokenizer", None), "decoder", None)
     if "ByteLevel" not in repr(backend):  # e.g. WordPiece (BERT) or SentencePiece: texts are not bytes
@@ -103,7 +107,6 @@ def _token_texts(tokenizer) -> list[str | None]:
                          "constrained decoding supports byte-level BPE vocabularies only")
     decoder = _byte_decoder()
     added = dict(tokenizer.added_tokens_decoder)
-    special = set(tokenizer.all_special_ids) | {i for i, t in added.items() if t.special}
     texts: list[str | None] = []
     for token_id, token in enumerate(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))):
         if token_id in special or token is None:
@@ -126,7 +129,7 @@ class Constraint(Protocol):
 
     def allows(self, token_id: int) -> bool: ...
 
-    def allowed_ids(self) -> list[int]: ...
+    def allowed_ids(self) -> list[int]: ...  # every allowed id, once each
 
 
 class JsonConstraint:
@@ -231,9 +234,9 @@ def sample_token(logits: torch.Tensor, *, temperature: float = 1.0, top_p: float
         if token is not None:
             return token
     # Allowed tokens exist but their probabilities underflowed to 0: softmax over their logits alone.
-    allowed = _allowed_or_fail(constraint)
+    allowed = _allowed_or_fail(constraint, len(logits))
     p = torch.softmax(logits[allowed].double() / temperature, dim=-1)
-    return allowed[int(torch.multinomial(p, 1, replacement=True, generator=generator))]
+    return int(allowed[torch.multinomial(p, 1, replacement=True, generator=generator)])
 
 
 def _top_p(probs: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -274,11 +277,11 @@ def _draw_allowed(weights: torch.Tensor, constraint: Constraint, generator, max_
         if constraint.allows(token):
             return token
     # max_tries refusals: most of the mass is forbidden. List the allowed tokens once and draw among them.
-    allowed = [i for i in constraint.allowed_ids() if i < len(weights)]
-    w = weights[allowed] if allowed else weights.new_zeros(0)
+    allowed = _ids(constraint.allowed_ids(), len(weights))
+    w = weights[allowed]
     if not bool((w > 0).any()):
         return None
-    return allowed[int(torch.multinomial(w, 1, replacement=True, generator=generator))]
+    return int(allowed[torch.multinomial(w, 1, replacement=True, generator=generator)])
 
 
 def _greedy(logits: torch.Tensor, constraint: Constraint | None, max_tries: int) -> int:
@@ -294,13 +297,22 @@ def _greedy(logits: torch.Tensor, constraint: Constraint | None, max_tries: int)
     for _, token in sorted(zip((-v for v in values), candidates)):  # highest logit first, then lowest id
         if constraint.allows(token):
             return token
-    allowed = _allowed_or_fail(constraint)
-    return allowed[int(torch.argmax(logits[allowed]))]
+    allowed = _allowed_or_fail(constraint, len(logits))
+    return int(allowed[torch.argmax(logits[allowed])])
 
 
-def _allowed_or_fail(constraint: Constraint) -> list[int]:
-    allowed = sorted(constraint.allowed_ids())
-    if not allowed:
+def _ids(ids: list[int], size: int) -> torch.Tensor:
+    """Sorted ids < size as a LongTensor (via numpy: torch.tensor(list) is ~6x slower for 49k ids)."""
+    import numpy as np
+    import torch
+
+    ids = np.sort(np.asarray(ids, dtype=np.int64))  # sorted: argmax ties then go to the lowest id
+    return torch.from_numpy(ids[ids < size])
+
+
+def _allowed_or_fail(constraint: Constraint, size: int) -> torch.Tensor:
+    allowed = _ids(constraint.allowed_ids(), size)
+    if len(allowed) == 0:
         raise RuntimeError("the constraint allows no token at all: the vocabulary cannot spell any valid "
                            "continuation (e.g. a character it only has as partial UTF-8 bytes)")
     return allowed

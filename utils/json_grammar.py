@@ -21,11 +21,18 @@ How: a pushdown recogniser.
 Guarantees (tests/test_json_grammar.py): every state reached by feeding can still be completed (no dead
 ends), and every complete text parses with `json.loads` and validates against the schema. In return we
 accept one canonical form of each document, not every valid text:
-- object properties in the schema's order; required ones present, optional ones may be skipped, no others;
-- whitespace only where JSON allows it and at most one short run there (see `_ws`), never before or
-  after the whole document, so a model cannot pad forever;
-- numbers without exponent and with at most 15 digits (see `_Number`); strings with any character but
-  `"`, `\\` and controls U+0000-U+001F, which need escapes; `\\uXXXX` must not be a surrogate half.
+- object properties in the schema's order; required ones present, optional ones may be skipped, no others
+  (additionalProperties counts as false when `properties` is given; without `properties`, an object takes
+  any keys: that is `{"type": "object"}`, the json_object mode);
+- whitespace only where JSON allows it, and there at most a single space or a newline plus up to 20 spaces
+  (json.dumps's compact, default and indent=2 layouts all fit); none before or after the document, so a
+  model cannot pad forever;
+- numbers without exponent, at most 15 digits; minimum/maximum (exclusive too) are enforced exactly;
+- strings: any character but `"`, `\\` and controls U+0000-U+001F, which need escapes; `\\uXXXX` must not
+  be a surrogate half; minLength/maxLength count characters (an escape is one);
+- enum/const values are matched as json.dumps writes them; oneOf is generated like anyOf (so branches
+  that overlap could match twice); pattern, format and the other keywords not in SUPPORTED are refused.
+The value nodes live in utils/json_nodes.py; this module reads text with them and compiles schemas.
 """
 
 from __future__ import annotations
@@ -122,7 +129,8 @@ class State:
         most tokens at once inside strings."""
         if not all(isinstance(node, String) and pos[0] == "body" for node, pos, _ in self.stacks):
             return 0
-        return max(math.inf if node.max_len is None else node.max_len - pos[1] for node, pos, _ in self.stacks)
+        return max(math.inf if node.max_len is None else node.max_len - pos[1]
+                   for node, pos, _ in self.stacks)
 
     @property
     def done(self) -> bool:
@@ -144,7 +152,7 @@ class Grammar:
 # ---- compiling a JSON Schema ---------------------------------------------------------------------------
 
 def compile_schema(schema: dict) -> Grammar:
-    """Check a JSON Schema (the subset in SUPPORTED) and build its recogniser; ValueError says what is wrong."""
+    """Check a JSON Schema (the subset in SUPPORTED) and build its recogniser; ValueError says why not."""
     if not isinstance(schema, dict):
         raise ValueError(f"a schema must be a dict (JSON Schema), got {type(schema).__name__}")
     compiler = _Compiler(schema)
@@ -169,8 +177,8 @@ class _Compiler:
         """The slot of "#", "#/$defs/Name" or "#/definitions/Name", compiled once (so recursion works)."""
         if ref not in self.refs:
             parts = ref.split("/")
-            if ref != "#" and (len(parts) != 3 or parts[0] != "#" or parts[2] not in self.root.get(parts[1], {})
-                               or parts[1] not in ("$defs", "definitions")):
+            local = len(parts) == 3 and parts[0] == "#" and parts[1] in ("$defs", "definitions")
+            if ref != "#" and not (local and parts[2] in self.root.get(parts[1], {})):
                 raise ValueError(f"{path}: $ref {ref!r} not found; supported: '#', '#/$defs/Name', "
                                  "'#/definitions/Name' (local references only)")
             self.refs[ref] = slot = self.slot([])  # registered first: a recursive $ref inside finds it
@@ -194,7 +202,8 @@ class _Compiler:
         for key in schema:
             if key not in SUPPORTED:
                 why = WHY_NOT.get(key, "not supported")
-                raise ValueError(f"{path}: keyword {key!r}: {why}. Supported keywords: {', '.join(SUPPORTED)}")
+                raise ValueError(f"{path}: keyword {key!r}: {why}. "
+                                 f"Supported keywords: {', '.join(SUPPORTED)}")
         given = set(schema) - ANNOTATIONS - {"$defs", "definitions"}
         for key in ("$ref", "anyOf", "oneOf", "allOf", "enum", "const"):
             if key in given:
@@ -205,10 +214,11 @@ class _Compiler:
         types = schema.get("type") or [t for t in ("object", "array", "string", "number")
                                        if KEYWORDS_BY_TYPE[t] & given] or ["object", "array", "string",
                                                                            "number", "boolean", "null"]
-        types = [types] if isinstance(types, str) else types
+        types = types if isinstance(types, list) else [types]
         for t in types:
-            if t not in KEYWORDS_BY_TYPE:
-                raise ValueError(f"{path}: type {t!r} is not a JSON Schema type; use one of {list(KEYWORDS_BY_TYPE)}")
+            if not isinstance(t, str) or t not in KEYWORDS_BY_TYPE:
+                raise ValueError(f"{path}: type {t!r} is not a JSON Schema type; "
+                                 f"use one of {list(KEYWORDS_BY_TYPE)}")
         if stray := given - {"type"} - set().union(*(KEYWORDS_BY_TYPE[t] for t in types)):
             raise ValueError(f"{path}: {sorted(stray)} do not apply to type {types}")
         return self.slot([self.typed(t, schema, path) for t in dict.fromkeys(types)])
@@ -260,11 +270,13 @@ class _Compiler:
         props, required = schema.get("properties", {}), schema.get("required", [])
         extra = schema.get("additionalProperties")
         if not isinstance(props, dict) or not isinstance(required, list):
-            raise ValueError(f"{path}: properties must be a dict and required a list, got {props!r}, {required!r}")
+            raise ValueError(f"{path}: properties must be a dict and required a list, "
+                             f"got {props!r}, {required!r}")
         if missing := [name for name in required if name not in props]:
             raise ValueError(f"{path}: required {missing} not in properties {list(props)}")
         if not props and extra is not False:  # free-form: any keys (json_object mode, dict[str, X])
-            return Object(values=self.compile(True if extra is None else extra, f"{path}/additionalProperties"))
+            values = self.compile(True if extra is None else extra, f"{path}/additionalProperties")
+            return Object(values=values)
         if not isinstance(extra, bool | None):
             raise ValueError(f"{path}: additionalProperties as a schema beside properties is not supported; "
                              "use false (only the listed properties are generated)")

@@ -1,7 +1,7 @@
 """The building blocks of utils.json_grammar: one small node per kind of JSON value.
 
-Every node reads its own characters through the same four methods, with `pos` a small immutable value
-(a tuple or a string) saying how far into the value we are:
+Every node reads its own characters through one attribute and four methods, with `pos` a small immutable
+value (a tuple or a string) saying how far into the value we are:
 - `start`                 the position before the value's first character;
 - `step(pos, ch)`         the positions after reading `ch` itself (a list: empty = `ch` does not fit);
 - `children(pos)`         the values that may start here, as (child node, my position after the child);
@@ -21,13 +21,18 @@ MAX_DIGITS = 15  # digits in a number (integer part + fraction); see Number for 
 
 
 def after_space(k: int, ch: str) -> int | None:
-    """Whitespace state after `ch`: 0 none yet, 1 one space (full), 2 + i a newline and i spaces."""
+    """Whitespace state after `ch` (None: not allowed): 0 none yet, 1 one space, 2 + i a newline + i spaces.
+
+    JSON allows any amount of whitespace between tokens; a model could fill its whole budget with it. So
+    wherever JSON allows whitespace we allow one short run: a single space, or a newline and <= 20 spaces.
+    """
     if ch == " ":
         return 1 if k == 0 else (k + 1 if 2 <= k < 2 + MAX_INDENT else None)
     return 2 if ch == "\n" and k == 0 else None
 
 
 def space_chars(k: int) -> set[str]:
+    """The whitespace characters that may follow whitespace state k."""
     return {c for c in " \n" if after_space(k, c) is not None}
 
 
@@ -206,8 +211,12 @@ class Array:
         phase, n, ws = pos
         if phase in ("open", "closed"):
             return {"["} if phase == "open" else set()
-        return space_chars(ws) | ({"]"} if phase in ("first", "after") and n >= self.min_items else set()) | (
-            {","} if phase == "after" and n != self.max_items else set())
+        chars = space_chars(ws)
+        if phase in ("first", "after") and n >= self.min_items:
+            chars.add("]")
+        if phase == "after" and n != self.max_items:
+            chars.add(",")
+        return chars
 
 
 @dataclass(eq=False)
@@ -233,8 +242,9 @@ class Object:
                 break
         return out
 
-    def _may_close(self, i: int) -> bool:  # no required property left from index i on
-        return self.values is not None or not any(required for _, _, required in self.props[i:])
+    def _closes(self, phase: str, j: int) -> bool:  # "}" may come: no required property is left
+        i = 0 if phase == "first" else j + 1 if phase == "after" else None
+        return i is not None and (self.values is not None or not any(req for _, _, req in self.props[i:]))
 
     def _may_continue(self, j: int) -> bool:  # another property may follow property j
         return self.values is not None or j + 1 < len(self.props)
@@ -248,8 +258,8 @@ class Object:
         if ch == ":" and phase == "colon":
             return [("value", j, 0)]
         if ch == "," and phase == "after" and self._may_continue(j):
-            return [("next", j + 1, 0)]
-        if ch == "}" and (phase == "first" and self._may_close(0) or phase == "after" and self._may_close(j + 1)):
+            return [("next", j + 1 if self.values is None else 0, 0)]  # free-form: j stays 0
+        if ch == "}" and self._closes(phase, j):
             return [("closed", 0, 0)]
         return []
 
@@ -269,9 +279,12 @@ class Object:
         phase, j, ws = pos
         if phase in ("open", "closed"):
             return {"{"} if phase == "open" else set()
-        close = phase == "first" and self._may_close(0) or phase == "after" and self._may_close(j + 1)
-        return space_chars(ws) | ({":"} if phase == "colon" else set()) | ({"}"} if close else set()) | (
-            {","} if phase == "after" and self._may_continue(j) else set())
+        chars = space_chars(ws) | ({":"} if phase == "colon" else set())
+        if self._closes(phase, j):
+            chars.add("}")
+        if phase == "after" and self._may_continue(j):
+            chars.add(",")
+        return chars
 
 
 ANY_KEY = String()  # keys of a free-form object: any string

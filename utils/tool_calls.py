@@ -25,7 +25,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from utils.constrained import JsonConstraint, TokenVocabulary, allowed_tokens
+from utils.constrained import JsonConstraint, TokenVocabulary
 from utils.json_grammar import Grammar, compile_schema
 from utils.json_nodes import Literal, Object, Slot
 
@@ -80,7 +80,7 @@ class Tagged:
 
 
 def validate_tools(tools: list) -> list[Tool]:
-    """Check an OpenAI `tools` list ([{"type": "function", "function": {...}}]); ValueError says what is wrong."""
+    """Check OpenAI `tools` ([{"type": "function", "function": {...}}]); ValueError says what is wrong."""
     if not isinstance(tools, list) or not tools:
         raise ValueError(f"tools must be a non-empty list of {{'type': 'function', 'function': {{...}}}}, "
                          f"got {tools!r}")
@@ -91,8 +91,8 @@ def validate_tools(tools: list) -> list[Tool]:
             raise ValueError(f"tools[{i}] must be {{'type': 'function', 'function': {{'name': ..., "
                              f"'description': ..., 'parameters': ...}}}}, got {tool!r}")
         if extra := set(fn) - {"name", "description", "parameters", "strict"}:
-            raise ValueError(f"tools[{i}].function: unknown keys {sorted(extra)}; allowed: name, description, "
-                             "parameters, strict")
+            raise ValueError(f"tools[{i}].function: unknown keys {sorted(extra)}; allowed: name, "
+                             "description, parameters, strict")
         name, description = fn.get("name"), fn.get("description", "")
         if not isinstance(name, str) or not _NAME.fullmatch(name) or name in {t.name for t in out}:
             raise ValueError(f"tools[{i}].function.name must be a new name of 1-64 letters, digits, _ or -, "
@@ -116,7 +116,8 @@ def tools_prompt(tools: list) -> str:
                                  ensure_ascii=False) for t in validate_tools(tools))
     return ("You can call functions to answer the user. The functions, one JSON object per line:\n"
             f"<tools>\n{specs}\n</tools>\n"
-            "To call a function, answer with its name and arguments as a JSON object inside <tool_call> tags:\n"
+            "To call a function, answer with its name and arguments as a JSON object inside <tool_call> "
+            "tags:\n"
             f'{OPEN}{{"name": "<function name>", "arguments": {{<arguments as JSON>}}}}{CLOSE}\n'
             "To call several functions, write one such block per call. If no function is needed, answer "
             "the user directly.")
@@ -132,7 +133,8 @@ def tool_call_grammar(tools: list, name: str | None = None, parallel: bool = Tru
                                 (Literal(('"arguments"',)), Slot(t.grammar.roots), True)))
                   for t in checked)  # {"name": <that tool>, "arguments": <its parameters>}, per tool
     most = 1 if name is not None or not parallel else None
-    return Grammar((Tagged(Literal((OPEN,)), Slot(calls), Literal((CLOSE,)), Literal((SEPARATOR + OPEN,)), most),))
+    blocks = Tagged(Literal((OPEN,)), Slot(calls), Literal((CLOSE,)), Literal((SEPARATOR + OPEN,)), most)
+    return Grammar((blocks,))
 
 
 def tool_constraint(tools: list, tool_choice, vocab: TokenVocabulary, parallel: bool = True):
@@ -206,7 +208,7 @@ class AutoToolConstraint:
     def allowed_ids(self) -> list[int]:
         """Every allowed id (slow outside "tools" mode, but sample_token rarely needs it there)."""
         if self.mode == "tools":
-            return allowed_tokens(self.tools.state, self.vocab) + sorted(self.vocab.eos_ids) * self.eos_allowed
+            return self.tools.allowed_ids()
         return [i for i in range(len(self.vocab.texts)) if self.allows(i)]
 
 
@@ -223,8 +225,8 @@ def parse_tool_calls(text: str) -> list[dict] | None:
             call = json.loads(block)
         except json.JSONDecodeError:
             return None
-        if not isinstance(call, dict) or set(call) != {"name", "arguments"} or not isinstance(call["name"], str) \
-                or not isinstance(call["arguments"], dict):
+        if not (isinstance(call, dict) and set(call) == {"name", "arguments"}
+                and isinstance(call["name"], str) and isinstance(call["arguments"], dict)):
             return None
         calls.append({"name": call["name"], "arguments": json.dumps(call["arguments"], ensure_ascii=False)})
     return calls
