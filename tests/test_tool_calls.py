@@ -30,7 +30,7 @@ PARAMETERS = {t["function"]["name"]: t["function"].get("parameters", {"type": "o
               for t in TOOLS}
 
 CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
-TWO_CALLS = CALL + '\n<tool_call>\n{"name": "add", "arguments": {"a": 1, "b": -2}}\n</tool_call>'
+TWO_CALLS = CALL + '<tool_call>\n{"name": "add", "arguments": {"a": 1, "b": -2}}\n</tool_call>'
 
 
 def accepts(grammar, text: str) -> bool:
@@ -82,14 +82,15 @@ def test_grammar_per_tool_choice() -> None:
     named = tool_call_grammar(TOOLS, name="add")
     assert accepts(everything, CALL) and accepts(everything, TWO_CALLS)
     assert accepts(single, CALL) and not accepts(single, TWO_CALLS)
-    add_call = TWO_CALLS[len(CALL) + 1:]
-    assert not accepts(named, CALL) and accepts(named, add_call) and not accepts(named, add_call + "\n" + add_call)
+    add_call = TWO_CALLS[len(CALL):]
+    assert not accepts(named, CALL) and accepts(named, add_call) and not accepts(named, add_call + add_call)
     assert accepts(everything, '<tool_call>\n{"name": "now", "arguments": {}}\n</tool_call>')
     for bad in ('<tool_call>\n{"name": "now", "arguments": {"x": 1}}\n</tool_call>',  # not in parameters
                 '<tool_call>\n{"name": "add", "arguments": {"a": 1}}\n</tool_call>',  # b is required
                 '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris, France"}}\n</tool_call>',
                 '<tool_call>\n{"name": "send_mail", "arguments": {}}\n</tool_call>',
-                '<tool_call>{"name": "now", "arguments": {}}</tool_call>', "", "Sure! " + CALL, CALL + "\n"):
+                '<tool_call>{"name": "now", "arguments": {}}</tool_call>', "", "Sure! " + CALL, CALL + "\n",
+                CALL + "\n" + CALL):
         assert not accepts(everything, bad), bad
     with pytest.raises(ValueError, match="not among the tools"):
         tool_call_grammar(TOOLS, name="send_mail")
@@ -106,7 +107,7 @@ def test_random_walks_over_the_tool_grammar_parse_into_valid_calls() -> None:
             options = [c for c in pool if state.feed(c) is not None]
             assert options, f"dead end after {text!r}"
             if len(text) > 300:
-                options = [c for c in options if c in '"}]\n</tool_call>'] or options
+                options = [c for c in options if c in '"}]\n/tool_call>'] or options
             c = rng.choice(options)
             state, text = state.feed(c), text + c
         calls = parse_tool_calls(text)
