@@ -111,6 +111,7 @@ class Engine:
         if sampler is None:
             from utils.constrained import sample_token as sampler
         self.model, self.tokenizer, self.max_batch, self.sample = model.eval(), tokenizer, max_batch, sampler
+        self.device = next(model.parameters()).device  # inputs go there; logits come back to the CPU to sample
         self.max_context = int(getattr(model.config, "max_position_embeddings", 2048))
         eos = getattr(model.generation_config, "eos_token_id", None) or tokenizer.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos])
@@ -205,10 +206,11 @@ class Engine:
             ids[i, width - len(seq.prompt):] = torch.tensor(seq.prompt)
             mask[i, width - len(seq.prompt):] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # 0, 1, 2, ... over the real tokens only
+        ids, mask, positions = ids.to(self.device), mask.to(self.device), positions.to(self.device)
         cache = DynamicCache(config=self.model.config)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
                          use_cache=True)
-        logits = out.logits[:, -1].float()  # (B_new, V): the next-token scores of each prompt
+        logits = out.logits[:, -1].float().cpu()  # (B_new, V): the next-token scores of each prompt
         if self._rows:
             cache, mask = _join(self._cache, self._mask, cache, mask)
             positions = torch.cat([self._positions, positions[:, -1]])
@@ -276,10 +278,10 @@ class Engine:
         if not keep:
             self._cache = None
             return
-        index = torch.tensor(keep)
+        index = torch.tensor(keep, device=self.device)
         for layer in self._cache.layers:
             layer.batch_select_indices(index)
-        self._mask, self._positions, self._logits = self._mask[index], self._positions[index], self._logits[index]
+        self._mask, self._positions, self._logits = self._mask[index], self._positions[index], self._logits[keep]
         start = int((self._mask.sum(0) > 0).nonzero()[0])  # columns that are padding in every row: drop
         if start:
             self._mask = self._mask[:, start:]
@@ -290,12 +292,12 @@ class Engine:
         """Feed every row its newest token: one forward pass for the whole batch."""
         import torch
 
-        ids = torch.tensor([[seq.tokens[-1]] for seq in self._rows])  # (B, 1)
-        self._mask = torch.cat([self._mask, torch.ones(len(self._rows), 1, dtype=torch.long)], dim=1)
+        ids = torch.tensor([[seq.tokens[-1]] for seq in self._rows], device=self.device)  # (B, 1)
+        self._mask = torch.cat([self._mask, self._mask.new_ones(len(self._rows), 1)], dim=1)
         self._positions = self._positions + 1  # (B,): each row's next position
         out = self.model(input_ids=ids, attention_mask=self._mask, position_ids=self._positions[:, None],
                          past_key_values=self._cache, use_cache=True)
-        self._logits = out.logits[:, -1].float()
+        self._logits = out.logits[:, -1].float().cpu()
 
 
 def _overlap(text: str, stop: str) -> int:

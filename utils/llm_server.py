@@ -186,7 +186,7 @@ class Backend:
 
 def render_messages(request: ChatRequest) -> list[dict[str, str]]:
     """The request's messages as plain {"role", "content"} for the chat template (tools included)."""
-    from utils.constrained import render_tool_messages, tools_prompt
+    from utils.tool_calls import render_tool_messages, tools_prompt
 
     messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text(),
                  **({"tool_calls": m.tool_calls} if m.tool_calls else {}),
@@ -201,21 +201,34 @@ def render_messages(request: ChatRequest) -> list[dict[str, str]]:
 
 
 def make_constraint(request: ChatRequest, tokenizer: Any) -> Any:
-    """The grammar the output must follow (response_format or forced tools), or None for free text."""
-    from utils.constrained import constraint_for_response_format, constraint_for_tools
+    """The grammar the output must follow (response_format or tools), or None for free text."""
+    from utils.constrained import JsonConstraint, TokenVocabulary
+    from utils.json_grammar import compile_schema
+    from utils.tool_calls import tool_constraint
 
     fmt = request.response_format or {"type": "text"}
     tools_on = bool(request.tools) and request.tool_choice != "none"
     if tools_on and fmt.get("type") != "text":
         raise APIError(400, "use either tools or response_format in one request, not both.",
                        param="response_format")
+    vocab = TokenVocabulary.from_tokenizer(tokenizer)  # built once per tokenizer (~0.5 s), then cached
     try:
-        if tools_on:
-            return constraint_for_tools(request.tools, request.tool_choice or "auto", tokenizer,
-                                        parallel=request.parallel_tool_calls is not False)
-        return constraint_for_response_format(fmt, tokenizer)
+        if request.tools:  # checked even with tool_choice="none", as OpenAI does
+            return tool_constraint(request.tools, request.tool_choice or "auto", vocab,
+                                   parallel=request.parallel_tool_calls is not False)
+        if fmt.get("type") == "text":
+            return None
+        if fmt.get("type") == "json_object":  # any JSON object
+            return JsonConstraint(compile_schema({"type": "object"}), vocab)
+        if fmt.get("type") == "json_schema":
+            schema = (fmt.get("json_schema") or {}).get("schema")
+            if not isinstance(schema, dict):
+                raise ValueError("response_format.json_schema.schema must be a JSON Schema object.")
+            return JsonConstraint(compile_schema(schema), vocab)
+        raise ValueError(f"response_format.type must be 'text', 'json_object' or 'json_schema'; got "
+                         f"{fmt.get('type')!r}.")
     except ValueError as error:
-        raise APIError(400, str(error), param="tools" if tools_on else "response_format") from None
+        raise APIError(400, str(error), param="tools" if request.tools else "response_format") from None
 
 
 def sampling_params(request: ChatRequest, prompt_tokens: int, context: int) -> SamplingParams:
@@ -276,7 +289,7 @@ class _Submitted:
 
 async def _complete(job: _Submitted, meta: dict[str, Any], prompt_tokens: int, tools_on: bool) -> dict:
     """Wait for the whole answer and build the chat.completion object."""
-    from utils.constrained import parse_tool_calls
+    from utils.tool_calls import parse_tool_calls
 
     text, last = "", Event("")
     async for last in job.events():
@@ -299,7 +312,7 @@ async def _stream(job: _Submitted, meta: dict[str, Any], prompt_tokens: int, too
 
     With tools, text is held back while it may still be a tool call, and a call is sent whole at the end.
     """
-    from utils.constrained import TOOL_CALL_START, parse_tool_calls
+    from utils.tool_calls import TRIGGER, parse_tool_calls
 
     held, hold = "", tools_on
     try:
@@ -309,7 +322,7 @@ async def _stream(job: _Submitted, meta: dict[str, Any], prompt_tokens: int, too
                 yield f"data: {json.dumps(APIError(500, event.error, kind='server_error').body())}\n\n"
                 return
             held += event.text
-            if hold and not forced_call and not (TOOL_CALL_START.startswith(held.lstrip()[:len(TOOL_CALL_START)])):
+            if hold and not forced_call and not TRIGGER.startswith(held[:len(TRIGGER)]):
                 hold = False  # the model writes text, not a call: stream it from here on
             if not hold and held:
                 yield _chunk(meta, {"content": held})
@@ -393,13 +406,13 @@ async def _chat(backend: Backend, request: ChatRequest) -> Any:
     _known_model(backend, request.model, "chat")
     if request.logprobs:
         raise APIError(400, "logprobs are not supported by this server.", param="logprobs")
+    constraint = make_constraint(request, backend.tokenizer)  # first: it checks tools and response_format
     try:
         prompt = backend.tokenizer(chat_prompt(backend.tokenizer, render_messages(request)),
                                    add_special_tokens=False).input_ids
     except ValueError as error:
         raise APIError(400, str(error), param="messages") from None
     params = sampling_params(request, len(prompt), backend.engine.max_context)
-    constraint = make_constraint(request, backend.tokenizer)
     tools_on = bool(request.tools) and request.tool_choice != "none"
     job = _Submitted(backend.engine, prompt, params, constraint)
     meta = {"id": f"chatcmpl-{secrets.token_hex(12)}", "created": int(time.time()), "model": backend.model_id}
@@ -432,18 +445,17 @@ async def _embeddings(backend: Backend, request: EmbeddingRequest) -> dict[str, 
 # ------------------------------------------------------------------------------------------ running it
 def load_backend(model: str | None = None, preset: str | None = None, max_batch: int = 16) -> Backend:
     """Load the chat model (the preset's instruct model, or `model`: a local folder or hub id) into an engine."""
+    import gc
+
     from utils.chat import load_chat_model
+    from utils.constrained import TokenVocabulary
     from utils.hub import model_info
 
-    loaded, tokenizer = load_chat_model(preset, model=model)
-    name = model or model_info("instruct_llm").hub_ids.get(_preset(preset), model_info("instruct_llm").hub_id)
+    loaded, tokenizer = load_chat_model(preset, path=model)
+    TokenVocabulary.from_tokenizer(tokenizer)  # index the vocabulary now, not during the first JSON request
+    gc.freeze()  # the model's many objects leave the garbage collector's scans: no 0.2 s pauses mid-stream
+    name = model or model_info("instruct_llm").at_preset(preset).hub_id
     return Backend(Engine(loaded, tokenizer, max_batch=max_batch), name)
-
-
-def _preset(preset: str | None) -> str:
-    from utils.runtime import resolve_preset
-
-    return resolve_preset(preset)
 
 
 def main(argv: list[str] | None = None) -> int:
