@@ -264,7 +264,7 @@ class Engine:
                 seq.handle._on_event(Event("", seq.finish, len(seq.tokens)))
 
     def _retire(self) -> None:
-        """Drop finished rows from the batch, its cache, mask, positions and logits."""
+        """Drop finished rows from the batch, its cache, mask and positions."""
         import torch
 
         keep = [i for i, seq in enumerate(self._rows) if seq.finish is None]
@@ -281,7 +281,7 @@ class Engine:
         index = torch.tensor(keep, device=self.device)
         for layer in self._cache.layers:
             layer.batch_select_indices(index)
-        self._mask, self._positions, self._logits = self._mask[index], self._positions[index], self._logits[keep]
+        self._mask, self._positions = self._mask[index], self._positions[index]  # logits: the next step makes new ones
         start = int((self._mask.sum(0) > 0).nonzero()[0])  # columns that are padding in every row: drop
         if start:
             self._mask = self._mask[:, start:]
