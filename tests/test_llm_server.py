@@ -11,7 +11,9 @@ import asyncio
 import json
 import os
 import socket
+import sys
 import time
+from pathlib import Path
 from typing import Annotated, Literal
 
 import httpx
@@ -350,3 +352,50 @@ def test_the_server_listens_on_loopback_only_and_leaves_no_process_or_port_behin
     assert port_is_free(port)
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def test_transformers_serve_gives_the_same_answers_to_the_same_client_code(server):
+    """Hugging Face's own `transformers serve` is the reference: only base_url and the model name change."""
+    from utils.hub import model_path
+    from utils.servers import background_server, free_port
+
+    folder, port = model_path("instruct_llm", "smoke"), free_port()
+    cli = Path(sys.executable).with_name("transformers")  # the console script beside this Python
+    argv = [str(cli), "serve", folder, "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]
+    questions = ["What is the capital of France? Answer in one word.", "Name three primary colours.",
+                 "Write a haiku about the sea."]
+
+    def ask(base_url: str, model: str) -> list[tuple]:  # the client code a learner writes, unchanged
+        client = openai.OpenAI(base_url=base_url, api_key="none", max_retries=0, timeout=120)
+        answers = []
+        for question in questions:
+            messages = [{"role": "user", "content": question}]
+            reply = client.chat.completions.create(model=model, messages=messages, temperature=0, max_tokens=24)
+            stream = client.chat.completions.create(model=model, messages=messages, temperature=0, max_tokens=24,
+                                                    stream=True)
+            streamed = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+            answers.append((reply.choices[0].message.content, streamed, reply.usage.prompt_tokens))
+        return answers
+
+    with background_server(argv, port, "/health", timeout=240):
+        theirs = ask(f"http://127.0.0.1:{port}/v1", folder)
+    ours = ask(server.base_url, server.model)
+    assert ours == theirs
+    assert all(text == streamed for text, streamed, _ in ours)
+
+
+def test_the_server_benchmark_measures_what_it_says(server):
+    import argparse
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "llm_server.py"
+    spec = importlib.util.spec_from_file_location("llm_server_benchmark", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = argparse.Namespace(clients=[1, 3], tokens=8, json_prompts=3)
+    results = asyncio.run(bench.measure(server.base_url, server.model, args))
+    ttft, one, three, validity = results
+    assert 0 < ttft["value"] < 30
+    assert one["clients"] == 1 and three["clients"] == 3 and three["tokens"] <= 3 * 8 and one["tokens"] > 0
+    assert validity["valid_constrained"] == 3  # constrained decoding: every answer parses and validates
+    assert "| valid JSON for the schema, 3 prompts, free / constrained |" in bench.table(4.2, results)

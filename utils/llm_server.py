@@ -35,7 +35,7 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request
@@ -164,7 +164,7 @@ class Backend:
     model_id: str
     embedding_id: str = "sentence-transformers/all-MiniLM-L6-v2"
     _embedder: Any = None
-    _embed_lock: threading.Lock = threading.Lock()
+    _embed_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def tokenizer(self) -> Any:
