@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from utils.servers import non_loopback_address
+
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
 IN_COURSE_VENV = Path(sys.prefix).resolve() == VENV.resolve()
@@ -160,20 +162,9 @@ def test_make_lab_registers_the_course_kernel_again(lab):
     assert registered["display_name"] == "Generative AI course (.venv)"
 
 
-def _an_address_outside_loopback() -> str | None:
-    """This machine's address on its default route (a UDP 'connect' sends nothing), else its host name's."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.connect(("10.255.255.255", 1))
-            address = s.getsockname()[0]
-        except OSError:
-            address = socket.gethostbyname(socket.gethostname())
-    return None if address.startswith("127.") else address
-
-
 @needs_course_venv
 def test_make_lab_listens_on_loopback_only(lab):
-    outside = _an_address_outside_loopback()
+    outside = non_loopback_address()
     if outside is None:
         pytest.skip("this machine has no address outside loopback to try")
     with socket.socket() as s:

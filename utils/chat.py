@@ -20,8 +20,10 @@ ROLES = ("system", "user", "assistant", "tool")
 DTYPES = ("float32", "float16", "bfloat16")
 
 
-def load_chat_model(preset: str | None = None, *, device: Any = None, dtype: Any = None) -> tuple[Any, Any]:
-    """(model, tokenizer): the instruct model of `preset`, in eval mode, pad token set, on `device`."""
+def load_chat_model(preset: str | None = None, *, path: str | None = None, device: Any = None,
+                    dtype: Any = None) -> tuple[Any, Any]:
+    """(model, tokenizer): the instruct model of `preset` (or the folder / hub id `path`, e.g. a model you
+    fine-tuned), in eval mode, pad token set, on `device`."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -37,7 +39,7 @@ def load_chat_model(preset: str | None = None, *, device: Any = None, dtype: Any
     if dtype is None:  # fp16 halves memory and time on a GPU (a T4 has no fast bf16); CPUs are exact in fp32
         dtype = torch.float16 if device.type == "cuda" else torch.float32
     dtype = getattr(torch, str(dtype).removeprefix("torch."))
-    path = model_path("instruct_llm", preset)
+    path = path or model_path("instruct_llm", preset)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:  # batching needs one; the end-of-turn token is never read as input
         tokenizer.pad_token = tokenizer.eos_token

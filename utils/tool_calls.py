@@ -232,3 +232,34 @@ def parse_tool_calls(text: str) -> list[dict] | None:
             return None
         calls.append({"name": call["name"], "arguments": json.dumps(call["arguments"], ensure_ascii=False)})
     return calls
+
+
+def render_tool_messages(messages: list[dict]) -> list[dict[str, str]]:
+    """OpenAI messages as plain {"role", "content"} turns for a chat template that knows no tools.
+
+    An assistant turn's `tool_calls` become its <tool_call> blocks (what the model would have written);
+    tool results (role "tool") go back as one user turn of <tool_response> blocks, in order (Qwen's style).
+    """
+    out: list[dict[str, str]] = []
+    for message in messages:
+        role, content = message["role"], message.get("content") or ""
+        if role == "assistant" and message.get("tool_calls"):
+            blocks = []
+            for call in message["tool_calls"]:
+                fn = call.get("function") or {}
+                try:
+                    arguments = json.loads(fn.get("arguments") or "{}")
+                except json.JSONDecodeError as error:
+                    raise ValueError(f"tool call {call.get('id')!r}: arguments are not JSON ({error})") from None
+                call_json = json.dumps({"name": fn.get("name"), "arguments": arguments}, ensure_ascii=False)
+                blocks.append(f"{OPEN}{call_json}{CLOSE}")
+            out.append({"role": "assistant", "content": (content + "\n" if content else "") + "".join(blocks)})
+        elif role == "tool":
+            block = f"<tool_response>\n{content}\n</tool_response>"
+            if out and out[-1]["role"] == "user" and out[-1]["content"].endswith("</tool_response>"):
+                out[-1] = {"role": "user", "content": out[-1]["content"] + "\n" + block}
+            else:
+                out.append({"role": "user", "content": block})
+        else:
+            out.append({"role": role, "content": content})
+    return out
