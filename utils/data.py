@@ -190,7 +190,8 @@ def offline_error(name: str, source: str, reason: object) -> OfflineError:
     )
 
 
-def _sha256_of(path: Path) -> str:
+def sha256_of(path: Path) -> str:
+    """The SHA-256 hex digest of a file, read in 1 MiB chunks (no whole file in memory)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -220,7 +221,7 @@ def download(url: str, sha256: str, dest: Path, timeout: float = 30, *, name: st
         raise ValueError(f"sha256 must be 64 hex digits; got {sha256!r}.")
     dest = Path(dest)
     if dest.is_file():
-        actual = _sha256_of(dest)
+        actual = sha256_of(dest)
         if actual == sha256:
             return dest  # already here and intact: no network needed
         dest.unlink()  # damaged or stale: never leave a file that fails its checksum in the cache

