@@ -399,3 +399,19 @@ def test_the_server_benchmark_measures_what_it_says(server):
     assert one["clients"] == 1 and three["clients"] == 3 and three["tokens"] <= 3 * 8 and one["tokens"] > 0
     assert validity["valid_constrained"] == 3  # constrained decoding: every answer parses and validates
     assert "| valid JSON for the schema, 3 prompts, free / constrained |" in bench.table(4.2, results)
+
+
+def test_a_notebook_can_start_the_server_in_one_cell_and_stop_it_in_another():
+    from utils.llm_server import start_llm_server
+
+    server = start_llm_server("smoke")
+    port = int(server.base_url.split(":")[2].split("/")[0])
+    try:
+        client = openai.OpenAI(base_url=server.base_url, api_key=server.api_key, max_retries=0)
+        assert client.models.list().data[0].id == server.model
+    finally:
+        server.stop()
+        server.stop()  # a second stop (a re-run cell) does nothing
+    assert port_is_free(port)
+    with pytest.raises(ProcessLookupError):
+        os.kill(server.pid, 0)

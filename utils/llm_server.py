@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import hmac
 import json
 import logging
@@ -34,7 +35,7 @@ import secrets
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -45,7 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from utils.llm_engine import Engine, Event, SamplingParams
-from utils.servers import HOST, background_server, free_port
+from utils.servers import HOST, background_server, free_port, keep_open
 
 API_KEY_VARIABLE = "COURSE_LLM_API_KEY"
 MAX_BODY_BYTES = 1_000_000  # a chat request is text: 1 MB is generous, and a bigger body is refused (413)
@@ -490,6 +491,7 @@ class LocalServer:
     model: str
     api_key: str  # "none" when the server asks for no key (the OpenAI client still wants a string)
     pid: int
+    stop: Callable[[], None] = field(default=lambda: None, repr=False, compare=False)  # see start_llm_server
 
 
 @contextlib.contextmanager
@@ -506,6 +508,13 @@ def serve_llm(preset: str | None = None, *, model: str | None = None, api_key: s
 
         name = httpx.get(f"http://{HOST}:{port}/health", timeout=10).json()["model"]
         yield LocalServer(f"http://{HOST}:{port}/v1", name, api_key or "none", process.pid)
+
+
+def start_llm_server(preset: str | None = None, **options: Any) -> LocalServer:
+    """`serve_llm` for a notebook: start the server and return it; `server.stop()` ends it (so does the kernel's
+    exit). Options as for serve_llm: model, api_key, max_batch, timeout."""
+    server, stop = keep_open(serve_llm(preset, **options))
+    return dataclasses.replace(server, stop=stop)
 
 
 if __name__ == "__main__":

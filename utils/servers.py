@@ -10,6 +10,7 @@ It binds nothing itself: the server command gets a free port on 127.0.0.1, and t
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import signal
@@ -19,8 +20,11 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 HOST = "127.0.0.1"  # loopback only: the course never serves beyond this machine
 
@@ -114,3 +118,21 @@ def background_server(argv: list[str], port: int, health_path: str = "/health", 
             deadline = time.monotonic() + 10
             while not port_is_free(port) and time.monotonic() < deadline:
                 time.sleep(0.1)
+
+
+def keep_open(manager: contextlib.AbstractContextManager[T]) -> tuple[T, Callable[[], None]]:
+    """Enter `manager` now; return (its value, stop). For notebooks, whose cells cannot share a `with` block.
+
+    stop() exits the manager once (later calls do nothing); it also runs when Python exits, so a kernel
+    that is restarted or shut down never leaves the server behind.
+    """
+    value, done = manager.__enter__(), []
+
+    def stop() -> None:
+        if not done:
+            done.append(True)
+            atexit.unregister(stop)
+            manager.__exit__(None, None, None)
+
+    atexit.register(stop)
+    return value, stop
