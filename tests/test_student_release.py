@@ -141,8 +141,11 @@ def test_every_relative_link_in_the_release_resolves(student_release):
 
 
 def _make(directory: Path, *args: str) -> subprocess.CompletedProcess:
-    # -n prints the commands without running them; a missing prerequisite file still fails.
-    return subprocess.run(["make", "-n", *args], cwd=directory, capture_output=True, text=True, timeout=60)
+    # -n prints the commands without running them; a missing prerequisite file still fails. Under `make test`
+    # the outer make's variables (MAKEFLAGS, MAKELEVEL) would reach this one and change what it prints.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "VENV")}
+    return subprocess.run(["make", "-n", "--no-print-directory", *args], cwd=directory, capture_output=True,
+                          text=True, timeout=60, env=env)
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
