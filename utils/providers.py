@@ -55,7 +55,7 @@ PROVIDERS: dict[str, Provider] = {
                           "temperature is capped at 1, system messages are hoisted to the start"),
     "gemini": Provider("gemini", "https://generativelanguage.googleapis.com/v1beta/openai/", "GEMINI_API_KEY",
                        "gemini-2.5-flash", "https://ai.google.dev/gemini-api/docs/openai",
-                       "Gemini's OpenAI-compatible endpoint (beta); usage is counted by Gemini's own tokenizer"),
+                       "Gemini's OpenAI-compatible endpoint; usage is counted by Gemini's own tokenizer"),
 }
 
 
