@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from utils.runtime import MissingSecretError, get_secret
+from utils.runtime import MissingSecretError, get_secret, setting
 
 PROVIDER_VARIABLE = "COURSE_LLM_PROVIDER"  # local | openai | anthropic | gemini
 MODEL_VARIABLE = "COURSE_LLM_MODEL"        # a hosted provider's model, instead of its default
@@ -72,11 +72,8 @@ class Connection(NamedTuple):
 
 
 def _variable(name: str) -> str:
-    """A setting from the environment, else from .env (utils.runtime's rules); "" when neither sets it."""
-    try:
-        return get_secret(name).strip()
-    except MissingSecretError:
-        return ""
+    """A course setting from the environment, else from .env (utils.runtime.setting); "" when neither sets it."""
+    return setting(name).strip()
 
 
 def get_provider(name: str | Provider) -> Provider:

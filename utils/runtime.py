@@ -33,7 +33,8 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-SETTINGS = ("COURSE_PRESET", "COURSE_OFFLINE", "COURSE_CACHE", "COURSE_DEVICE")
+SETTINGS = ("COURSE_PRESET", "COURSE_OFFLINE", "COURSE_CACHE", "COURSE_DEVICE", "COURSE_LLM_PROVIDER",
+            "COURSE_LLM_MODEL")
 """The course's switches: each is read from the environment first, then from the .env file."""
 
 
