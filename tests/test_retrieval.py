@@ -192,6 +192,9 @@ def test_sentence_chunks_end_at_sentence_ends_when_sentences_fit():
                                             "A third? Yes. A new paragraph."]
     assert rt.chunk_sentences(text, 20) == ["One short sentence.", "Another one here!", "A third? Yes.",
                                             "A new paragraph."]
+    # The joining space counts: 5 + 1 + 5 characters fit in 11, not in 10.
+    assert rt.chunk_sentences("Aaaa. Bbbb.", 10) == ["Aaaa.", "Bbbb."]
+    assert rt.chunk_sentences("Aaaa. Bbbb.", 11) == ["Aaaa. Bbbb."]
 
 
 # ---------------------------------------------------------------------------------------- the query set
