@@ -78,6 +78,11 @@ DATASETS: dict[str, DatasetInfo] = {
         DatasetInfo("python_docs", "Python's pydoc help topics as one text; also the RAG corpus",
                     "bundled", "pydoc_data.topics (stdlib)", "PSF License", "",
                     ("02_transformers", "03_llm_apps"), splits=("train",)),
+        DatasetInfo("python_docs_queries", "188 learner questions about Python, each labelled with the "
+                    "pydoc help topics that answer it (an evaluation set for search and RAG)", "bundled",
+                    "utils/data_files/python_docs_queries.json (written for this course)",
+                    "CC BY 4.0 (queries, labels); the evidence quotes are from Python's docs: PSF License", "",
+                    ("03_llm_apps",), splits=("test",)),
         DatasetInfo("imdb", "50,000 movie reviews labelled neg/pos (columns text, label)",
                     "huggingface", "stanfordnlp/imdb", _HF_LICENCE,
                     "templated positive/negative review sentences", ("02_transformers",)),
@@ -342,8 +347,17 @@ def _swiss_roll(split: str) -> tuple[Any, Any]:
     return make_swiss_roll(n_samples=1000, noise=0.1, random_state=0)
 
 
+def _python_docs_queries(split: str) -> list[dict[str, Any]]:
+    """The labelled questions over pydoc's topics: [{id, query, relevant: [topic...], evidence: [quote...]}]."""
+    import json
+
+    path = Path(__file__).with_name("data_files") / "python_docs_queries.json"  # its format is described inside
+    return json.loads(path.read_text(encoding="utf-8"))["queries"]
+
+
 _LOCAL: dict[str, Callable[[str], Any]] = {
     "python_docs": lambda split: offline_text(),
+    "python_docs_queries": _python_docs_queries,
     **{name: _sklearn_bundle(f"load_{name}")
        for name in ("digits", "iris", "wine", "breast_cancer", "diabetes", "sample_images")},
     "faces": _faces,
