@@ -113,9 +113,10 @@ def strace_prefix(log: Path) -> list[str]:
     The audit hook sees only Python's sockets; Chroma's core is Rust, and the server is a Rust process. strace
     sees the system calls of both.
     """
-    if not shutil.which("strace") or subprocess.run(["strace", "-o", os.devnull, "true"]).returncode != 0:
+    prefix = ["strace", "-f", "-qq", "--seccomp-bpf", "-e", "trace=connect"]  # seccomp: stop only at connect()
+    if not shutil.which("strace") or subprocess.run([*prefix, "-o", os.devnull, "true"]).returncode != 0:
         return []
-    return ["strace", "-f", "-qq", "-e", "trace=connect", "-o", str(log)]
+    return [*prefix, "-o", str(log)]
 
 
 def connections_off_machine(log: Path) -> list[str]:
