@@ -81,10 +81,14 @@ class Problem(Exception):
 
 
 class NewSession(BaseModel):
+    """The body of POST /api/sessions."""
+
     system: str | None = Field(None, max_length=4000)  # None: the app's default system prompt
 
 
 class ChatTurn(BaseModel):
+    """The body of POST /api/chat: one user message in one chat."""
+
     session: str = Field(min_length=1, max_length=100)
     message: str = Field(min_length=1, max_length=8000)
 
