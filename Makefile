@@ -33,13 +33,14 @@ PY_OK        := -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if v in ((3
 TEST_ENV := COURSE_PRESET=smoke HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 \
             HF_HUB_DISABLE_TELEMETRY=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=1 PYTHONHASHSEED=0
 
-.PHONY: help install kernel lab test run release stamp times benchmark clean
+.PHONY: help install kernel lab test run chat release stamp times benchmark clean
 
 help:
 	@echo "make lab        open JupyterLab on the whole course at the start-here notebook (installs .venv the first time)"
 	@echo "make test       run all tests and execute every notebook in the smoke preset"
 	@echo "make run NB=path/to/notebook.ipynb [PRESET=smoke|laptop|full]   execute one notebook headless"
 	@echo "                (no PRESET: \$$COURSE_PRESET, else the course default; the preset used is printed)"
+	@echo "make chat       start the chatbot app of 03.03 on http://127.0.0.1:8001 with the course's LLM server [CHAT_ARGS=...]"
 	@echo "make install    create .venv (or use VENV=...) from requirements.txt and install the course helpers"
 	@echo "make kernel     register the Jupyter kernels of the environment (lab and test do it every time)"
 	@echo "make release    build the student release (solutions removed) in build/student"
@@ -88,6 +89,10 @@ test: kernel
 run: $(INSTALLED)
 	@test -n "$(NB)" || { echo "usage: make run NB=00_prerequisites/00_start_here.ipynb [PRESET=smoke]"; exit 2; }
 	$(BIN)/python -m utils.course run $(NB) $(if $(RUN_PRESET),--preset $(RUN_PRESET))
+
+# The chatbot app of 03_llm_apps/03_chatbot_app.ipynb; e.g. CHAT_ARGS="--port 9000 --policy summary".
+chat: $(INSTALLED)
+	$(BIN)/python -m utils.chatbot_app $(CHAT_ARGS)
 
 release: $(INSTALLED)
 	$(BIN)/python -m utils.course release

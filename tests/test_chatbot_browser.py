@@ -1,0 +1,145 @@
+"""The chatbot page in a real browser: Debian's Chromium, headless, driven by Selenium.
+
+It starts the course's LLM server (the real SmolLM2-135M-Instruct) and the app on free 127.0.0.1 ports, types a
+question, watches the answer grow in pieces, sends a follow-up that needs memory, reloads the page, then stops
+the LLM server and the app in turn and checks the page says so each time. Screenshots go to
+build/test-artifacts/ (git-ignored). Without Chromium and chromedriver the test is skipped with one line, except
+in CI (CI=true), where it must run: .ci/run installs them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from utils.llm_server import serve_llm
+from utils.servers import background_server, free_port
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "build" / "test-artifacts"
+BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+INSTALL = "apt-get install chromium chromium-driver"
+
+# Records the length of the newest answer at every change of the conversation (the page adds each token
+# as it arrives), so the test sees the text grow without polling it.
+WATCH_GROWTH = """
+window.growth = [];
+new MutationObserver(() => {
+  const answers = document.querySelectorAll("#log .msg.assistant .text");
+  if (answers.length) window.growth.push(answers[answers.length - 1].textContent.length);
+}).observe(document.getElementById("log"), {childList: true, subtree: true, characterData: true});
+"""
+
+
+def _find_browser() -> tuple[str, str] | str:
+    """(chromium, chromedriver) paths, or the reason they cannot be used."""
+    try:
+        import selenium  # noqa: F401 (pinned in requirements.txt)
+    except ImportError:
+        return "needs selenium (pip install -r requirements.txt)"
+    chromium = next((path for name in BROWSERS if (path := shutil.which(name))), None)
+    driver = shutil.which("chromedriver")
+    if chromium is None or driver is None:
+        return f"needs Chromium and chromedriver on PATH ({INSTALL})"
+    return chromium, driver
+
+
+@pytest.fixture(scope="module")
+def browser():
+    found = _find_browser()
+    if isinstance(found, str):
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true, so the browser test must run, but it {found}")
+        pytest.skip(f"browser test: {found}")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = found[0]
+    for argument in ("--headless=new", "--window-size=900,1000", "--disable-dev-shm-usage", "--disable-gpu"):
+        options.add_argument(argument)
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        options.add_argument("--no-sandbox")  # Chromium refuses to run as root (CI) with its sandbox
+    driver = webdriver.Chrome(service=Service(executable_path=found[1]), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _wait(driver, condition, timeout: float = 180):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(lambda d: condition(d))
+
+
+def _send(driver, text: str) -> None:
+    """Type `text` and press Enter, as a person would; wait until the page is ready for the next one."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    box = driver.find_element(By.ID, "message")
+    box.send_keys(text + Keys.ENTER)
+    _wait(driver, lambda d: d.find_element(By.ID, "send").is_enabled()
+          and not d.find_elements(By.CSS_SELECTOR, "#log .msg.streaming"))
+
+
+def _answers(driver) -> list[str]:
+    from selenium.webdriver.common.by import By
+
+    return [element.text for element in driver.find_elements(By.CSS_SELECTOR, "#log .msg.assistant .text")]
+
+
+def _error(driver) -> str:
+    from selenium.webdriver.common.by import By
+
+    element = driver.find_element(By.ID, "error")
+    return element.text if element.is_displayed() else ""
+
+
+def test_the_page_streams_remembers_and_shows_errors(browser):
+    from selenium.webdriver.common.by import By
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as servers:
+        llm = servers.enter_context(contextlib.ExitStack())  # closed on its own below, to take the LLM down
+        model = llm.enter_context(serve_llm("smoke"))
+        port = free_port()
+        argv = [sys.executable, "-m", "utils.chatbot_app", "--port", str(port), "--llm-base-url", model.base_url,
+                "--llm-model", model.model, "--temperature", "0", "--max-tokens", "48"]
+        app = servers.enter_context(contextlib.ExitStack())
+        app.enter_context(background_server(argv, port))
+        browser.get(f"http://127.0.0.1:{port}/")
+        _wait(browser, lambda d: "Model" in d.find_element(By.ID, "info").text, timeout=30)
+        assert browser.find_element(By.ID, "log").get_attribute("role") == "log"
+        assert browser.find_element(By.ID, "error").get_attribute("role") == "alert"
+
+        browser.execute_script(WATCH_GROWTH)
+        _send(browser, "The secret word is Marisol.")
+        growth = [n for n in browser.execute_script("return window.growth;") if n > 0]
+        assert len(set(growth)) >= 3 and growth == sorted(growth), f"the answer should grow in pieces: {growth}"
+        assert _answers(browser)[-1] and not _error(browser)
+
+        _send(browser, "What is the secret word?")  # needs the first exchange, which the backend resends
+        assert "marisol" in _answers(browser)[-1].lower(), _answers(browser)
+        assert "prompt tokens" in browser.find_element(By.ID, "status").text
+        browser.save_screenshot(str(ARTIFACTS / "chatbot.png"))
+
+        browser.refresh()  # the tab keeps its session id; the backend still has the conversation
+        _wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#log .msg")) == 4, timeout=30)
+
+        llm.close()  # the LLM server goes away; the app stays
+        _send(browser, "Are you still there?")
+        assert "is not reachable" in _error(browser), _error(browser)
+        browser.save_screenshot(str(ARTIFACTS / "chatbot-llm-down.png"))
+
+        app.close()  # now the app itself is gone
+        _send(browser, "Hello?")
+        assert "Cannot reach the chatbot server" in _error(browser), _error(browser)
+    assert (ARTIFACTS / "chatbot.png").stat().st_size > 10_000
