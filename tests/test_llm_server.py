@@ -415,3 +415,30 @@ def test_a_notebook_can_start_the_server_in_one_cell_and_stop_it_in_another():
     assert port_is_free(port)
     with pytest.raises(ProcessLookupError):
         os.kill(server.pid, 0)
+
+
+def test_a_server_whose_notebook_kernel_was_killed_stops_by_itself():
+    import subprocess
+    import signal
+
+    starter = ("from utils.llm_server import start_llm_server; s = start_llm_server('smoke'); "
+               "print(s.pid, s.base_url, flush=True); import time; time.sleep(600)")
+    kernel = subprocess.Popen([sys.executable, "-c", starter], stdout=subprocess.PIPE, text=True)
+    try:
+        pid, base_url = kernel.stdout.readline().split()
+        port = int(base_url.split(":")[2].split("/")[0])
+        assert not port_is_free(port)
+    finally:
+        kernel.send_signal(signal.SIGKILL)  # no atexit, no clean-up: as when Jupyter kills a stuck kernel
+        kernel.wait(timeout=10)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        os.kill(int(pid), signal.SIGKILL)
+        pytest.fail("the server outlived the process that started it")
+    assert port_is_free(port)

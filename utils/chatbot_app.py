@@ -36,7 +36,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from utils.chat_memory import POLICIES, Conversation, prompt_messages, summary_request
-from utils.servers import HOST
+from utils.servers import HOST, exit_when_orphaned
 
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant. Answer briefly and clearly."
 API_KEY_VARIABLE = "CHATBOT_LLM_API_KEY"
@@ -296,6 +296,7 @@ def serve(settings: Settings, port: int, tokenizer: str | None = None) -> None:
     app = create_app(settings, load_tokenizer(tokenizer))
     print(f"chatbot on http://{HOST}:{port}  (model {settings.llm_model} at {settings.llm_base_url}, memory "
           f"{settings.policy} within {settings.budget} tokens; Ctrl-C stops it)", flush=True)
+    exit_when_orphaned()  # started by a notebook whose kernel died: stop too (and so our LLM server)
     uvicorn.run(app, host=HOST, port=port, log_level="warning")
 
 

@@ -46,7 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from utils.llm_engine import Engine, Event, SamplingParams
-from utils.servers import HOST, background_server, free_port, keep_open
+from utils.servers import HOST, background_server, exit_when_orphaned, free_port, keep_open
 
 API_KEY_VARIABLE = "COURSE_LLM_API_KEY"
 MAX_BODY_BYTES = 1_000_000  # a chat request is text: 1 MB is generous, and a bigger body is refused (413)
@@ -478,6 +478,7 @@ def main(argv: list[str] | None = None) -> int:
     api_key = os.environ.get(API_KEY_VARIABLE, "").strip() or None
     print(f"serving {backend.model_id} on http://{HOST}:{args.port}/v1 "
           f"({'API key required' if api_key else 'no API key'})", flush=True)
+    exit_when_orphaned()  # started by a notebook whose kernel died: stop too, never linger
     uvicorn.run(create_app(backend, api_key), host=HOST, port=args.port, log_level="warning")
     backend.engine.close()
     return 0

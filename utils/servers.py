@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -136,3 +137,19 @@ def keep_open(manager: contextlib.AbstractContextManager[T]) -> tuple[T, Callabl
 
     atexit.register(stop)
     return value, stop
+
+
+def exit_when_orphaned(interval: float = 1.0) -> None:
+    """SIGTERM this process (a clean shutdown) once the process that started it is gone.
+
+    A server a notebook started must not outlive the kernel: a kernel killed before it could stop its server
+    leaves the server re-parented (its parent pid changes), and this watch then shuts it down within `interval`.
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="exit-when-orphaned", daemon=True).start()
