@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from utils import data, data_standins, network
+from utils.servers import free_port as closed_port  # free now: nobody listens there
 
 PAYLOAD = b"To be, or not to be, that is the question.\n" * 200
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -33,12 +34,6 @@ def _hung_connection(*args, **kwargs):
     """socket.create_connection on a network that drops packets: nothing for 5 s, then a timeout."""
     time.sleep(5)
     raise TimeoutError("timed out")
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:  # bind then close: a port on which nobody listens
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ------------------------------------------------------------------------------------------ registry
@@ -157,7 +152,7 @@ def test_existing_bad_file_is_replaced(server, tmp_path):
 
 
 def test_unreachable_url_raises_a_readable_offline_error(tmp_path):
-    url = f"http://127.0.0.1:{_closed_port()}/input.txt"
+    url = f"http://127.0.0.1:{closed_port()}/input.txt"
     with pytest.raises(data.OfflineError) as caught:
         data.download(url, PAYLOAD_SHA, tmp_path / "input.txt", timeout=5, name="tiny_shakespeare")
     message = str(caught.value)
@@ -170,7 +165,7 @@ def test_a_damaged_cached_file_is_named_and_deleted_even_when_offline(tmp_path, 
     dest = tmp_path / "tiny_shakespeare.txt"
     dest.write_bytes(PAYLOAD[:-10])  # a cut file: fails its checksum
     with pytest.raises(data.OfflineError, match="'tiny_shakespeare'.*COURSE_OFFLINE=1"):
-        data.download(f"http://127.0.0.1:{_closed_port()}/input.txt", PAYLOAD_SHA, dest, name="tiny_shakespeare")
+        data.download(f"http://127.0.0.1:{closed_port()}/input.txt", PAYLOAD_SHA, dest, name="tiny_shakespeare")
     assert not dest.exists()  # the bad file does not stay in the cache
     out = capsys.readouterr().out
     assert f"{dest} failed its SHA-256 check (expected {PAYLOAD_SHA}" in out and "deleted it" in out
@@ -366,7 +361,7 @@ def _write_mnist(raw: Path) -> None:
 def no_mirrors(monkeypatch):
     import torchvision
 
-    monkeypatch.setattr(torchvision.datasets.MNIST, "mirrors", [f"http://127.0.0.1:{_closed_port()}/mnist/"])
+    monkeypatch.setattr(torchvision.datasets.MNIST, "mirrors", [f"http://127.0.0.1:{closed_port()}/mnist/"])
 
 
 @pytest.fixture
@@ -449,7 +444,7 @@ def _cache_hf_dataset(cache: Path, hub_id: str, config: str, rows: dict) -> None
 def hub_unreachable(monkeypatch):
     for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
 
 
 def test_hf_dataset_with_no_network_fails_at_once_with_the_way_forward(hub_unreachable):

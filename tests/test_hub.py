@@ -19,6 +19,7 @@ from typing import Callable
 import pytest
 
 from utils import hub, network, packaged_llm
+from utils.servers import free_port as closed_port  # free now: nobody listens there
 
 USER_CACHE = os.environ.get("COURSE_CACHE")  # read at import, before any test redirects it
 
@@ -40,12 +41,6 @@ def smoke_env(monkeypatch: pytest.MonkeyPatch, session_cache: Path) -> Path:
     monkeypatch.delenv("COURSE_OFFLINE", raising=False)
     monkeypatch.setattr(network, "_REACHABLE", set())  # no probe result carried over from another test
     return session_cache
-
-
-def closed_port() -> int:
-    with socket.socket() as s:  # bind then close: a port on which nobody listens
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from utils import network
+from utils.servers import free_port as closed_port  # free now: nobody listens there
 
 
 @pytest.fixture(autouse=True)
@@ -49,12 +50,6 @@ def _hung_connection(*args, **kwargs):
     """socket.create_connection on a network that drops packets: nothing for 5 s, then a timeout."""
     time.sleep(5)
     raise TimeoutError("timed out")
-
-
-def closed_port() -> int:
-    with socket.socket() as s:  # bind then close: a port on which nobody listens
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_a_listening_host_is_reachable_and_asked_only_once(listener):
