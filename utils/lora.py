@@ -113,7 +113,8 @@ def cache_bottom(model: Any, tokenizer: Any, texts: Sequence[str], n_top: int, b
             x = torch.full((len(batch), T), tokenizer.pad_token_id, device=model.device)
             for row, i in enumerate(batch):
                 x[row, :lengths[i]] = torch.tensor(ids[i])
-            h[batch, :T] = run_blocks(model.model.rotary_emb, model.model.embed_tokens(x), layers[:len(layers) - n_top])
+            h[batch, :T] = run_blocks(model.model.rotary_emb, model.model.embed_tokens(x),
+                                      layers[:len(layers) - n_top]).cpu()  # the cache lives in CPU memory
     return h, lengths
 
 
@@ -153,10 +154,10 @@ def top_classifier(model: Any, n_top: int, n_classes: int) -> Any:
 
         def forward(self, h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
             x = self.norm(run_blocks(self.rotary_emb, h[:, :int(lengths.max())], self.layers))  # (B, T, d)
-            last = x[torch.arange(len(h)), lengths - 1]  # (B, d): the last real token has read the whole text
+            last = x[torch.arange(len(h), device=h.device), lengths - 1]  # (B, d): the last real token read it all
             return self.score(last)  # (B, n_classes)
 
-    return Top().requires_grad_(True)  # all trainable (the base may have been frozen); callers freeze parts
+    return Top().to(model.device).requires_grad_(True)  # all trainable (the base may be frozen); callers freeze
 
 
 def train_classifier(model: Any, h: Any, lengths: Any, labels: Any, *, steps: int, lr: float,
