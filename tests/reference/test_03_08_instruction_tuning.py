@@ -3,7 +3,8 @@
 The notebook's functions are imported without running it (`notebook_definitions`): the loss-masked labels of
 `build_sft_batch` against the labels trl's SFTTrainer builds for the same prompt/completion examples (its dataset
 preparation, then its data collator), over random batches with and without a system message, multi-turn prompts
-and truncation; the masked mean against the model's own loss; and the exercises' packed position ids (against trl's
+and truncation; the masked mean against the model's own loss; the held-out loss and opening probability
+against one-example-at-a-time computations; and the exercises' packed position ids (against trl's
 collator) and assistant-only labels (against `apply_chat_template(..., return_assistant_tokens_mask=True)`).
 The model is a tiny random Llama: the labels do not depend on the weights.
 """
@@ -11,6 +12,7 @@ The model is a tiny random Llama: the labels do not depend on the weights.
 from __future__ import annotations
 
 import random
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -104,11 +106,35 @@ def test_padding_is_masked_by_position_not_by_token(nb, tok) -> None:
 
 def test_the_masked_mean_is_the_models_loss(nb, tok, tiny_model) -> None:
     batch = nb["build_sft_batch"](tok, _examples(4, seed=6), 128)
-    nll = nb["token_losses"](tiny_model, batch)  # (B, T-1)
-    learned = batch["labels"][:, 1:] != -100
     with torch.no_grad():
-        loss = tiny_model(**batch).loss
-    torch.testing.assert_close(nll[learned].mean(), loss, rtol=1e-5, atol=1e-6)
+        out = tiny_model(**batch)
+    nll = nb["token_losses"](out.logits, batch)  # (B, T-1)
+    learned = batch["labels"][:, 1:] != -100
+    torch.testing.assert_close(nll[learned].mean(), out.loss, rtol=1e-5, atol=1e-6)
+
+
+def test_the_opening_probability_is_p_of_answer_colon_after_the_prompt(nb, tok, tiny_model, monkeypatch) -> None:
+    # held_out_measures reads the running notebook's tok, cfg and device: give it this test's
+    monkeypatch.setitem(nb, "tok", tok)
+    monkeypatch.setitem(nb, "cfg", SimpleNamespace(max_length=128))
+    monkeypatch.setitem(nb, "device", torch.device("cpu"))
+    examples = _examples(5, seed=7)
+    loss, p_open = nb["held_out_measures"](tiny_model, examples)
+    opening = tok("Answer:", add_special_tokens=False)["input_ids"]  # two tokens: "Answer", ":"
+    assert len(opening) == 2
+    probabilities, total, count = [], 0.0, 0
+    with torch.no_grad():
+        for example in examples:  # one at a time, no padding: p(Answer | prompt) * p(: | prompt, Answer)
+            prompt = tok.apply_chat_template(example["prompt"], tokenize=False, add_generation_prompt=True)
+            prompt_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+            logp = tiny_model(input_ids=torch.tensor([prompt_ids + opening])).logits[0].log_softmax(-1)
+            probabilities.append(logp[len(prompt_ids) - 1:-1].gather(1, torch.tensor(opening)[:, None]).sum().exp())
+            ids, labels = nb["tokenize_example"](tok, example, 128)
+            out = tiny_model(input_ids=torch.tensor([ids]), labels=torch.tensor([labels]))
+            n = sum(label != -100 for label in labels[1:])
+            total, count = total + out.loss.item() * n, count + n
+    assert p_open == pytest.approx(torch.stack(probabilities).mean().item(), rel=1e-4)
+    assert loss == pytest.approx(total / count, rel=1e-4)
 
 
 def test_packed_position_ids_equal_trls_collator(nb) -> None:
