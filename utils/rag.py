@@ -138,9 +138,12 @@ class DocsIndex:
         settings = Settings(anonymized_telemetry=False)  # no usage statistics sent anywhere
         self.client = (chromadb.PersistentClient(path=path, settings=settings) if path
                        else chromadb.EphemeralClient(settings=settings))
-        # The name is a hash of the chunks: the same chunks find their stored vectors again (a persistent path,
-        # or a second index in this process), and a different chunking never mixes with them.
-        digest = hashlib.sha256("\0".join(f"{c.id}\0{c.text}" for c in self.chunks).encode()).hexdigest()
+        # The name is a hash of the chunks and of the embedder (its vector for a fixed sentence): the same chunks
+        # and model find their stored vectors again (a persistent path, or a second index in this process), and
+        # another chunking or another model never mixes with them.
+        probe = embed(["A sentence that tells embedding models apart."], self.embedder).round(4)  # (1, d)
+        digest = hashlib.sha256("\0".join(f"{c.id}\0{c.text}" for c in self.chunks).encode()
+                                + probe.tobytes()).hexdigest()
         self.collection = self.client.get_or_create_collection(
             f"python-docs-{digest[:16]}", embedding_function=None, configuration={"hnsw": {"space": "cosine"}})
         if self.collection.count() != len(self.chunks):
