@@ -83,6 +83,11 @@ DATASETS: dict[str, DatasetInfo] = {
                     "utils/data_files/python_docs_queries.json (written for this course)",
                     "CC BY 4.0 (queries, labels); the evidence quotes are from Python's docs: PSF License", "",
                     ("03_llm_apps",), splits=("test",)),
+        DatasetInfo("rag_eval", "Hand-labelled (sentence, source, supported) judgements for checking RAG "
+                    "faithfulness, and questions the help topics cannot answer", "bundled",
+                    "utils/data_files/rag_eval.json (written for this course)",
+                    "CC BY 4.0 (sentences, questions, labels); the source texts are from Python's docs: PSF License",
+                    "", ("03_llm_apps",), splits=("faithfulness", "unanswerable")),
         DatasetInfo("imdb", "50,000 movie reviews labelled neg/pos (columns text, label)",
                     "huggingface", "stanfordnlp/imdb", _HF_LICENCE,
                     "templated positive/negative review sentences", ("02_transformers",)),
@@ -355,9 +360,19 @@ def _python_docs_queries(split: str) -> list[dict[str, Any]]:
     return json.loads(path.read_text(encoding="utf-8"))["queries"]
 
 
+def _rag_eval(split: str) -> list[Any]:
+    """03.06's hand-made sets: split "faithfulness" ([{id, source_id, source, sentence, supported, origin}]) or
+    "unanswerable" ([question, ...])."""
+    import json
+
+    path = Path(__file__).with_name("data_files") / "rag_eval.json"  # how they were made is described inside
+    return json.loads(path.read_text(encoding="utf-8"))[split]
+
+
 _LOCAL: dict[str, Callable[[str], Any]] = {
     "python_docs": lambda split: offline_text(),
     "python_docs_queries": _python_docs_queries,
+    "rag_eval": _rag_eval,
     **{name: _sklearn_bundle(f"load_{name}")
        for name in ("digits", "iris", "wine", "breast_cancer", "diabetes", "sample_images")},
     "faces": _faces,
