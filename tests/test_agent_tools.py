@@ -84,6 +84,20 @@ def test_the_module_never_calls_eval_exec_or_compile():
     assert not called & forbidden and not attributes & forbidden
 
 
+def test_eval_and_exec_are_never_called_at_run_time(monkeypatch):
+    import builtins
+
+    def trap(*args, **kwargs):
+        raise AssertionError("eval/exec was reached")
+
+    monkeypatch.setattr(builtins, "eval", trap)  # compile stays: ast.parse needs it (it only parses, runs nothing)
+    monkeypatch.setattr(builtins, "exec", trap)
+    assert safe_calculate("12 * (3 + 4) ** 2 - 7 // 2") == 585
+    for text in ("__import__('os').system('echo pwned')", "eval('1 + 1')", "exec('x = 1')", "(1).__class__"):
+        with pytest.raises(ValueError):
+            safe_calculate(text)
+
+
 # ------------------------------------------------------------------------------------------ sandbox
 @pytest.fixture
 def box(tmp_path: Path) -> Sandbox:
