@@ -137,6 +137,11 @@ def test_classifier_is_accurate_on_held_out_digits(classifier):
     assert classifier.features(images[:7]).shape == (7, 64)
 
 
+def test_classifier_features_are_standardised_on_the_training_digits(classifier):
+    feats = classifier.features(digits_as_images(1500)[0])
+    assert np.allclose(feats.mean(axis=0), 0, atol=1e-4) and np.allclose(feats.std(axis=0, ddof=1), 1, atol=1e-3)
+
+
 def test_classifier_features_separate_real_from_noise(classifier):
     images, _ = digits_as_images()
     noise = torch.rand(800, 1, 8, 8) * 2 - 1

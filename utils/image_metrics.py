@@ -101,10 +101,17 @@ def digits_as_images(n: int | None = None) -> tuple["torch.Tensor", "torch.Tenso
 class DigitClassifier:
     """A trained small CNN on 8×8 digits: `.features(images)` (N, 64), `.predict(images)` (N,), `.test_accuracy`."""
 
-    def __init__(self, net: Any, test_accuracy: float, steps: int) -> None:
+    def __init__(self, net: Any, test_accuracy: float, steps: int, train_images: Any) -> None:
+        import torch
+
         self.net = net.eval()
         self.test_accuracy = test_accuracy  # on the held-out last 297 digits
         self.steps = steps
+        with torch.no_grad():
+            raw = net.features(train_images)  # (n_train, 64)
+        # Each feature is standardised with its mean and std on the training digits, so that every dimension
+        # counts alike and KID's cubic kernel (x·y / D + 1)³ sees values of order 1, as with Inception's.
+        self.feature_mean, self.feature_std = raw.mean(dim=0), raw.std(dim=0) + 1e-6
 
     def _prepare(self, images: Any) -> "torch.Tensor":  # noqa: F821
         import torch
@@ -122,13 +129,13 @@ class DigitClassifier:
         return x
 
     def features(self, images: Any, batch_size: int = 512) -> np.ndarray:
-        """Penultimate-layer features (N, 64) of images in [-1, 1]: the stand-in for Inception's pool features."""
+        """Standardised penultimate-layer features (N, 64) of images in [-1, 1]: the stand-in for Inception's."""
         import torch
 
         x = self._prepare(images)
         with torch.no_grad():
             out = [self.net.features(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
-        return torch.cat(out).numpy().astype(np.float64)
+        return ((torch.cat(out) - self.feature_mean) / self.feature_std).numpy().astype(np.float64)
 
     def predict(self, images: Any, batch_size: int = 512) -> np.ndarray:
         """Predicted digit (N,) for images in [-1, 1]."""
@@ -185,7 +192,7 @@ def _trained_classifier(steps: int, seed: int) -> DigitClassifier:
     net.eval()
     with torch.no_grad():
         accuracy = (net(images[n_train:]).argmax(1) == labels[n_train:]).float().mean().item()
-    return DigitClassifier(net, accuracy, steps)
+    return DigitClassifier(net, accuracy, steps, images[:n_train])
 
 
 def digit_classifier(preset: str | None = None, *, seed: int = 0) -> DigitClassifier:
