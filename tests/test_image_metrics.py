@@ -174,3 +174,8 @@ def test_importing_the_module_imports_no_torch_or_scipy():
     code = "import sys, utils.image_metrics; print('torch' in sys.modules, 'scipy' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_digit_classifier_rejects_an_unknown_preset():
+    with pytest.raises(ValueError, match="tiny"):
+        digit_classifier("tiny")
