@@ -120,21 +120,23 @@ def timestep_embedding(t: "torch.Tensor", dim: int) -> "torch.Tensor":
 
 
 def _res_block(in_ch: int, out_ch: int, emb_dim: int) -> "torch.nn.Module":
-    """A residual block whose features are shifted by the (time + class) embedding."""
+    """A residual block whose features are scaled and shifted by the (time + class) embedding (FiLM)."""
     from torch import nn
 
     class ResBlock(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.norm1, self.conv1 = nn.GroupNorm(8, in_ch), nn.Conv2d(in_ch, out_ch, 3, padding=1)
-            self.emb = nn.Linear(emb_dim, out_ch)  # a per-channel shift saying "how noisy, which class"
+            # a per-channel scale and shift saying "how noisy, which class", applied AFTER the norm: a shift
+            # before a GroupNorm is partly removed by it (entirely when a group holds one channel)
+            self.emb = nn.Linear(emb_dim, 2 * out_ch)
             self.norm2, self.conv2 = nn.GroupNorm(8, out_ch), nn.Conv2d(out_ch, out_ch, 3, padding=1)
             self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 
         def forward(self, x, emb):  # x (B, in_ch, H, W), emb (B, emb_dim)
             h = self.conv1(nn.functional.silu(self.norm1(x)))
-            h = h + self.emb(emb)[:, :, None, None]
-            h = self.conv2(nn.functional.silu(self.norm2(h)))
+            scale, shift = self.emb(emb)[:, :, None, None].chunk(2, dim=1)  # (B, out_ch, 1, 1) each
+            h = self.conv2(nn.functional.silu(self.norm2(h) * (1 + scale) + shift))
             return h + self.skip(x)  # (B, out_ch, H, W)
 
     return ResBlock()
