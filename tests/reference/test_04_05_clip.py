@@ -109,3 +109,32 @@ def test_tiny_clip_returns_the_contrastive_loss_of_its_embeddings():
         model.logit_scale.fill_(10.0)  # s = e^10 would be 22,026: clamped at 100, as CLIP does
     _, clamped = model(x, idx)
     torch.testing.assert_close(clamped, ns["clip_loss"](image, text, torch.tensor(math.log(100))))
+
+
+@pytest.mark.parametrize("seed,batch,prompt_len", [(0, 1, 1), (1, 3, 5), (2, 6, 9)])
+def test_vlm_next_token_logits_with_the_cached_prompt_equal_one_full_forward(seed: int, batch: int, prompt_len: int):
+    """The notebook's KV-cache shortcut (prompt once, repeated for the batch; only the image token runs with
+    gradients) gives the logits AND projector gradients of an ordinary forward over [prompt embeds, image token]."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    llm = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                       num_attention_heads=4, num_key_value_heads=2)).eval().requires_grad_(False)
+    prompt = torch.randint(0, 64, (1, prompt_len))
+    ns.update(llm=llm, vlm_prompt=prompt, device=torch.device("cpu"))  # the notebook's globals the function reads
+    projector = ns["Projector"](8, 32, llm.get_input_embeddings().weight.mean(0))
+    with torch.no_grad():
+        projector.linear.weight.normal_()  # not the small start, so the image token matters
+    image_embeds = torch.randn(batch, 8)
+
+    cached = ns["next_token_logits"](projector, image_embeds)
+    cached.square().sum().backward()
+    cached_grad = projector.linear.weight.grad.clone()
+    projector.zero_grad()
+
+    whole = torch.cat([llm.get_input_embeddings()(prompt).expand(batch, -1, -1), projector(image_embeds)[:, None]], 1)
+    direct = llm(inputs_embeds=whole).logits[:, -1]
+    direct.square().sum().backward()
+    assert cached.shape == (batch, 64)
+    torch.testing.assert_close(cached, direct, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(cached_grad, projector.linear.weight.grad, rtol=1e-4, atol=1e-5)
