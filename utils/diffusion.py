@@ -94,7 +94,8 @@ def ddim_step(eps: "torch.Tensor", t: int, t_prev: int, x_t: "torch.Tensor", aba
     """One DDIM step x_t -> x_{t_prev} (Song et al. eq. 12): deterministic at eta=0, DDPM-like at eta=1.
 
     clipped_eps=True re-derives eps from the clipped x0_hat before the direction term, so that x0_hat and eps
-    describe the same x_t again (== DDIMScheduler.step(..., use_clipped_model_output=True)).
+    describe the same x_t again (== DDIMScheduler.step(..., use_clipped_model_output=True)). Off by default, as in
+    diffusers; with clip=True on pixels, 04.03 measured DDIM much closer to the data with it on.
     """
     if eta < 0:
         raise ValueError(f"eta must be >= 0; got {eta}.")
