@@ -76,6 +76,35 @@ def test_ddim_step_matches_diffusers(eta: float, schedule: str) -> None:
         torch.testing.assert_close(x_prev, out.prev_sample, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("eta", [0.0, 0.5, 1.0])
+def test_ddim_step_with_clipped_eps_matches_use_clipped_model_output(eta: float) -> None:
+    hf = DDIMScheduler(num_train_timesteps=250, beta_schedule="squaredcos_cap_v2")
+    hf.set_timesteps(10)
+    abar = D.alphas_cumprod(D.make_betas("cosine", 250))
+    timesteps = D.ddim_timesteps(250, 10)
+    gen = torch.Generator().manual_seed(1)
+    for i, t in enumerate(timesteps):
+        t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
+        x_t, eps, noise = (2 * torch.randn(2, 1, 8, 8, generator=gen) for _ in range(3))  # wide: x0_hat gets clipped
+        out = hf.step(eps, t, x_t, eta=eta, variance_noise=noise, use_clipped_model_output=True)
+        x_prev, x0_hat = D.ddim_step(eps, t, t_prev, x_t, abar, eta=eta, noise=noise, clipped_eps=True)
+        torch.testing.assert_close(x0_hat, out.pred_original_sample, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(x_prev, out.prev_sample, rtol=1e-4, atol=1e-4)
+        # the keyword must matter wherever clipping happened (else this test could not fail)
+        if x0_hat.abs().eq(1).any() and t_prev >= 0:
+            plain, _ = D.ddim_step(eps, t, t_prev, x_t, abar, eta=eta, noise=noise)
+            assert not torch.allclose(plain, x_prev, atol=1e-3)
+
+
+def test_sample_passes_clipped_eps_to_ddim_only() -> None:
+    torch.manual_seed(0)
+    model = D.make_unet((16,))
+    abar = D.alphas_cumprod(D.make_betas("cosine", 20))
+    run = lambda **kw: D.sample(model, (4, 1, 8, 8), abar, generator=torch.Generator().manual_seed(3), **kw)  # noqa: E731
+    assert not torch.allclose(run(steps=5), run(steps=5, clipped_eps=True))  # an untrained net's x0_hat gets clipped
+    torch.testing.assert_close(run(), run(clipped_eps=True))  # DDPM's step has no direction term
+
+
 def test_bad_arguments_say_what_is_allowed() -> None:
     with pytest.raises(ValueError, match="schedule"):
         D.make_betas("quadratic")

@@ -172,3 +172,19 @@ def test_conditional_gan_uses_the_label(nb):
     x_a, x_b = G(z, torch.tensor([0, 1, 2])), G(z, torch.tensor([3, 4, 5]))
     assert x_a.shape == (3, 64) and x_a.abs().max() <= 1 and not torch.allclose(x_a, x_b)
     assert D(x_a, torch.tensor([0, 1, 2])).shape == (3, 1)
+
+
+def test_an_unfinished_minibatch_std_fails_its_self_check_with_the_hint():
+    # The student release stubs the solution as `raise NotImplementedError(hint)`: the self-check must turn
+    # that into a CheckFailed carrying the hint, not a raw traceback.
+    from utils.checks import CheckFailed, check_close, check_equal
+    from utils.notebooks import cell_tags, read_notebook
+    from utils.student import stub_solution
+
+    cells = read_notebook(NOTEBOOK).cells
+    i = next(i for i, c in enumerate(cells) if "solution" in cell_tags(c) and "def minibatch_std(" in c.source)
+    namespace = {"CheckFailed": CheckFailed, "check_close": check_close, "check_equal": check_equal, "torch": torch}
+    exec(stub_solution(cells[i].source, "minibatch_std"), namespace)
+    with pytest.raises(CheckFailed, match="minibatch_std is not written yet") as failure:
+        exec(cells[i + 1].source, namespace)
+    assert "per-position standard deviations" in str(failure.value)

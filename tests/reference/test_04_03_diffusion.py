@@ -95,16 +95,37 @@ def test_guidance_matches_utils_and_the_formula(w: float) -> None:
         torch.testing.assert_close(ours, D.guided_eps(model, x, t, y, w), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("steps,labels", [(None, False), (5, False), (5, True)])
-def test_notebook_sampler_equals_utils_sample(steps: int | None, labels: bool) -> None:
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_ddim_step_with_clipped_eps_matches_use_clipped_model_output(eta: float) -> None:
+    hf = DDIMScheduler(num_train_timesteps=250, beta_schedule="squaredcos_cap_v2")
+    hf.set_timesteps(10)
+    ts = ns["ddim_timesteps"](250, 10)
+    gen = torch.Generator().manual_seed(2)
+    changed = 0
+    for i, t in enumerate(ts):
+        t_prev = ts[i + 1] if i + 1 < len(ts) else -1
+        x_t, eps, z = (2 * torch.randn(2, 1, 8, 8, generator=gen) for _ in range(3))  # wide: x0_hat gets clipped
+        out = hf.step(eps, t, x_t, eta=eta, variance_noise=z, use_clipped_model_output=True)
+        x_prev, x0_hat = ns["ddim_step"](eps, t, t_prev, x_t, hf.alphas_cumprod, eta, z, clipped_eps=True)
+        torch.testing.assert_close(x_prev, out.prev_sample, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(x0_hat, out.pred_original_sample, rtol=1e-5, atol=1e-5)
+        plain, _ = ns["ddim_step"](eps, t, t_prev, x_t, hf.alphas_cumprod, eta, z)
+        changed += not torch.allclose(plain, x_prev, atol=1e-3)
+    assert changed >= 5, "the fix must change the step wherever x0_hat was clipped"
+
+
+@pytest.mark.parametrize("steps,labels,clipped_eps", [(None, False, False), (5, False, False), (5, True, False),
+                                                      (5, True, True), (5, False, True)])
+def test_notebook_sampler_equals_utils_sample(steps: int | None, labels: bool, clipped_eps: bool) -> None:
     torch.manual_seed(0)
     model = D.make_unet((8, 16), num_classes=10, emb_dim=16).eval()
     abar = D.alphas_cumprod(D.make_betas("cosine", 30))
     ns.update(T=30, C=1, H=8, W=8, device=torch.device("cpu"), abar=abar)  # the notebook's globals
     y = torch.tensor([1, 7]) if labels else None
-    ours = ns["sample"](model, 2, steps=steps, y=y, w=2.0, generator=torch.Generator().manual_seed(5))
+    ours = ns["sample"](model, 2, steps=steps, y=y, w=2.0, generator=torch.Generator().manual_seed(5),
+                        clipped_eps=clipped_eps)
     ref = D.sample(model, (2, 1, 8, 8), abar, steps=steps, y=y, guidance_scale=2.0,
-                   generator=torch.Generator().manual_seed(5))
+                   generator=torch.Generator().manual_seed(5), clipped_eps=clipped_eps)
     torch.testing.assert_close(ours, ref)
 
 
@@ -122,3 +143,20 @@ def test_exercise_solutions_match_diffusers() -> None:
         hf_step = hf.step(true_eps, step, x_t, generator=torch.Generator().manual_seed(0))
         z = torch.randn(x_t.shape, generator=torch.Generator().manual_seed(0))
         torch.testing.assert_close(mean, hf_step.prev_sample - variance.sqrt() * z, rtol=1e-4, atol=1e-4)
+
+
+def test_an_unfinished_diversity_fails_its_self_check_with_the_hint() -> None:
+    # The student release stubs `diversity` as `raise NotImplementedError(hint)`: the check must say so kindly.
+    from types import SimpleNamespace
+
+    from utils.checks import CheckFailed, check_equal
+    from utils.notebooks import cell_tags, read_notebook
+    from utils.student import stub_solution
+
+    cells = read_notebook(NOTEBOOK).cells
+    i = next(i for i, c in enumerate(cells) if "solution" in cell_tags(c) and "def diversity(" in c.source)
+    namespace = {"CheckFailed": CheckFailed, "check_equal": check_equal, "cfg": SimpleNamespace(n_per_digit=2)}
+    exec(stub_solution(cells[i].source, "diversity"), namespace)
+    with pytest.raises(CheckFailed, match="diversity is not written yet") as failure:
+        exec(cells[i + 1].source, namespace)
+    assert "repeat_interleave(n_per_digit)" in str(failure.value)

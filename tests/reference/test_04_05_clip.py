@@ -138,3 +138,22 @@ def test_vlm_next_token_logits_with_the_cached_prompt_equal_one_full_forward(see
     assert cached.shape == (batch, 64)
     torch.testing.assert_close(cached, direct, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(cached_grad, projector.linear.weight.grad, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("function", ["shuffled_caption_accuracy", "unseen_class_accuracy"])
+def test_an_unfinished_exercise_fails_its_self_check_with_the_hint(function: str):
+    # The student release turns the solution into a stub that raises NotImplementedError(hint); the self-check
+    # cell must turn that into a CheckFailed with the hint, before it trains anything (names it would need
+    # later, like train_clip, are missing here on purpose: a NameError would mean the check runs too late).
+    from utils.checks import CheckFailed, check_equal
+    from utils.notebooks import cell_tags, read_notebook
+    from utils.student import stub_solution
+
+    cells = read_notebook(NOTEBOOK).cells
+    i = next(i for i, c in enumerate(cells) if "solution" in cell_tags(c) and f"def {function}(" in c.source)
+    namespace = {"CheckFailed": CheckFailed, "check_equal": check_equal, "torch": torch}
+    exec(stub_solution(cells[i].source, function), namespace)
+    with pytest.raises(CheckFailed, match=f"{function} is not written yet") as failure:
+        exec(cells[i + 1].source, namespace)
+    hint = cells[i].source.split("# Hint:")[1].splitlines()[0].strip()
+    assert hint in str(failure.value)
