@@ -58,7 +58,8 @@ def istft(spec: "torch.Tensor", n_fft: int, hop_length: int, length: int,  # noq
     # Overlap-add the windowed frames, and the squared window the same way: dividing by it undoes the
     # analysis and synthesis windows (least-squares inverse, Griffin & Lim 1984).
     index = (torch.arange(n_frames)[:, None] * hop_length + torch.arange(n_fft)).reshape(-1)   # (T * n_fft,)
-    signal = torch.zeros(frames.shape[0], total, dtype=frames.dtype).index_add_(1, index, frames.reshape(frames.shape[0], -1))
+    batch = frames.shape[0]
+    signal = torch.zeros(batch, total, dtype=frames.dtype).index_add_(1, index, frames.reshape(batch, -1))
     norm = torch.zeros(total, dtype=frames.dtype).index_add_(0, index, (window ** 2).repeat(n_frames))
     start = n_fft // 2                                                       # drop the centre padding
     signal, norm = signal[:, start:start + length], norm[start:start + length]
