@@ -207,3 +207,33 @@ def test_notebook_value_iteration_matches_a_linear_solve() -> None:
     V_pi = np.linalg.solve(np.eye(S) - gamma * P_pi, R_pi)
     np.testing.assert_allclose(V, V_pi, atol=1e-8)
     np.testing.assert_allclose(ns["policy_evaluation"](P, R, np.eye(P.shape[1])[policy], gamma), V_pi, atol=1e-8)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_exercise_solutions(seed: int) -> None:
+    if "returns_to_go" not in ns:
+        pytest.skip("the notebook does not exist yet")
+    rng = np.random.default_rng(seed)
+    rewards = rng.standard_normal(int(rng.integers(1, 40)))
+    r = torch.tensor(rewards)[None]
+    expected = rl.discounted_returns(r, torch.zeros_like(r), 0.95)[0].numpy()
+    np.testing.assert_allclose(ns["returns_to_go"](rewards, 0.95), expected, atol=1e-12)
+    old_logits = torch.randn(5, generator=torch.Generator().manual_seed(seed))
+    new_logits = old_logits + 0.3 * torch.randn(5, generator=torch.Generator().manual_seed(seed + 10))
+    p_old, p_new = old_logits.softmax(-1), new_logits.softmax(-1)
+    exact = float((p_old * (p_old.log() - p_new.log())).sum())
+    k1, k3 = ns["kl_estimates"](old_logits, new_logits, 200_000, seed=seed)
+    assert k1 == pytest.approx(exact, rel=0.1, abs=1e-4) and k3 == pytest.approx(exact, rel=0.05, abs=1e-4)
+
+
+def test_notebook_agent_log_probs_match_a_categorical() -> None:
+    if "Agent" not in ns:
+        pytest.skip("the notebook does not exist yet")
+    torch.manual_seed(0)
+    agent = ns["Agent"]()
+    obs = torch.randn(7, 4)
+    action, logp, entropy, value = agent.act(obs)
+    dist = torch.distributions.Categorical(logits=agent.actor(obs))
+    torch.testing.assert_close(logp, dist.log_prob(action))
+    torch.testing.assert_close(entropy, dist.entropy())
+    assert value.shape == (7,) and action.shape == (7,)
