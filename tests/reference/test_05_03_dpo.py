@@ -103,7 +103,7 @@ def test_sequence_logprobs_ignores_prompt_and_padding(tok):
     with torch.no_grad():
         logits = model(input_ids=ids).logits
     base = sequence_logprobs(logits, ids, mask)
-    for t, should_change in [(2, False), (9, False), (5, True)]:
+    for t, should_change in [(2, False), (3, False), (4, True), (7, True), (8, False), (9, False)]:
         ids2 = ids.clone()
         ids2[:, t] = (ids2[:, t] + 1) % len(tok)
         changed = not torch.allclose(sequence_logprobs(logits, ids2, mask), base)
