@@ -138,3 +138,23 @@ def test_grpo_advantages_match_trl(tok, tmp_path, scale):
     rewards, trl_adv = _grpo_advantages_from_trl(tok, tmp_path, scale, seed=7)
     assert rewards.std() > 0
     torch.testing.assert_close(grpo_advantages(rewards, 4, scale=scale), trl_adv.float(), atol=1e-5, rtol=1e-5)
+
+
+def test_notebook_functions_equal_utils():
+    """The notebook teaches the functions that utils.preference holds: same outputs on random inputs."""
+    from utils.notebooks import notebook_definitions
+    from utils.runtime import repo_root
+
+    nb = notebook_definitions(repo_root() / "05_frontier" / "03_direct_preference_optimization.ipynb")
+    gen = torch.Generator().manual_seed(0)
+    logits, ids = torch.randn(3, 7, 11, generator=gen), torch.randint(0, 11, (3, 7), generator=gen)
+    mask = (torch.rand(3, 7, generator=gen) > 0.4).long()
+    torch.testing.assert_close(nb["sequence_logprobs"](logits, ids, mask), sequence_logprobs(logits, ids, mask))
+    logps = [torch.randn(5, generator=gen) * 5 for _ in range(4)]
+    for a, b in zip(nb["dpo_loss"](*logps, beta=0.3), dpo_loss(*logps, beta=0.3)):
+        torch.testing.assert_close(a, b)
+    _, rc, rr = dpo_loss(*logps, beta=0.3)
+    assert nb["reward_metrics"](rc, rr) == pytest.approx(reward_metrics(rc, rr))
+    rewards = torch.randint(0, 3, (12,), generator=gen).float()
+    for scale in ("group", "batch", "none"):
+        torch.testing.assert_close(nb["grpo_advantages"](rewards, 4, scale), grpo_advantages(rewards, 4, scale))
