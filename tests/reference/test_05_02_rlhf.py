@@ -5,6 +5,7 @@ the policy's shifted log-probabilities, and the exercise solutions."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,9 @@ def reward_trainer(tmp_path_factory: pytest.TempPathFactory):
                                   pad_token="<pad>")
     stub = GPT2ForSequenceClassification(GPT2Config(vocab_size=V, n_positions=BLOCK, n_embd=8, n_layer=1, n_head=1,
                                                     num_labels=1, pad_token_id=0))
-    args = RewardConfig(output_dir=str(tmp_path_factory.mktemp("rm")), report_to="none", use_cpu=True, bf16=False)
+    with warnings.catch_warnings():  # trl 1.16 passes transformers a renamed argument (gradient_checkpointing)
+        warnings.simplefilter("ignore", FutureWarning)
+        args = RewardConfig(output_dir=str(tmp_path_factory.mktemp("rm")), report_to="none", use_cpu=True, bf16=False)
     return RewardTrainer(model=stub, args=args, processing_class=tok,
                          train_dataset=datasets.Dataset.from_dict({"chosen_ids": [[1]], "rejected_ids": [[2]]}))
 
