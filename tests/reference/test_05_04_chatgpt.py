@@ -82,3 +82,22 @@ def test_exercise_solutions_equal_the_libraries(nb, model):
     logits = model(x)[0]
     expected = torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=-100)
     torch.testing.assert_close(nb["masked_loss"](logits, y), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_reply_logps_equal_hf_and_dpo_loss_starts_at_log_2(nb, model):
+    tokenizer = nb["tokenizer"]
+    examples = [nb["sft_example"](ITEM), nb["sft_example"](ITEM, "Answer: nothing.\nSource: pass")]
+    x, y = nb["pad_batch"](examples)
+    with torch.no_grad():
+        ours = nb["reply_logps"](model, x, y)  # (2,)
+        logits = to_hf_gpt2(model).eval()(x).logits  # HF's logits; log p of each row's learned targets, summed
+    for row in range(2):
+        learned = y[row] != -100
+        expected = logits[row][learned].log_softmax(-1).gather(-1, y[row][learned][:, None]).sum()
+        torch.testing.assert_close(ours[row], expected, rtol=1e-5, atol=1e-4)
+    assert int((y[1] != -100).sum()) == len(tokenizer("Answer: nothing.\nSource: pass").input_ids) + 1
+    loss, margins = nb["dpo_loss"](ours[:1], ours[1:], ours[:1], ours[1:], 0.1)  # policy == reference
+    torch.testing.assert_close(loss, torch.log(torch.tensor(2.0)))
+    assert margins.item() == 0.0
+    loss, _ = nb["dpo_loss"](ours[:1] + 5.0, ours[1:], ours[:1], ours[1:], 0.1)  # the preferred reply got likelier
+    assert loss < torch.log(torch.tensor(2.0))
