@@ -41,6 +41,31 @@ class GPTConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
+class KVCache:
+    """The keys and values of the tokens seen so far, kept so that each new token is the only one computed.
+
+    One (k, v) pair per block, each (B, H, P, D) for P cached tokens: attention's keys and values of a token
+    never change once computed (the mask hides later tokens), so generating token P + 1 needs only its own.
+    """
+
+    def __init__(self) -> None:
+        self.layers: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    @property
+    def length(self) -> int:
+        """P: tokens whose keys and values are cached (the last block's count: it is updated last)."""
+        return self.layers[-1][0].size(2) if self.layers else 0
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append the new tokens' k, v (B, H, T, D) to block `layer`'s; return all of them (B, H, P + T, D)."""
+        if layer == len(self.layers):  # the first pass (the prompt) creates this block's entry
+            self.layers.append((k, v))
+        else:
+            old_k, old_v = self.layers[layer]
+            self.layers[layer] = (torch.cat([old_k, k], dim=2), torch.cat([old_v, v], dim=2))
+        return self.layers[layer]
+
+
 class CausalSelfAttention(nn.Module):
     """H heads of masked self-attention: each token attends to itself and the tokens before it."""
 
@@ -52,13 +77,20 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)  # mixes the heads
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)  # 3 × (B, T, C)
         # (B, T, C) -> (B, H, T, D): every head attends independently over its own D channels
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        mask, causal = None, True
+        if cache is not None:  # the P tokens before these: their keys and values come from the cache
+            k, v = cache.update(layer, k, v)  # (B, H, P + T, D)
+            P = k.size(2) - T
+            # query P + j sees keys 0..P + j; one new token (T = 1) sees every key, so needs no mask
+            mask = torch.ones(T, P + T, dtype=torch.bool, device=x.device).tril(diagonal=P) if T > 1 else None
+            causal = False
         # softmax(q kᵀ / √D + causal mask) v, by the fused kernel (02.03 writes it out and checks it)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
                                            dropout_p=self.dropout if self.training else 0.0)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, H, T, D) -> (B, T, C): heads side by side
         return self.resid_dropout(self.c_proj(y))
@@ -87,8 +119,8 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=1e-5, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))  # tokens talk to each other
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), cache, layer)  # tokens talk to each other
         return x + self.mlp(self.ln_2(x))  # each token thinks on its own
 
 
@@ -124,16 +156,20 @@ class GPT(nn.Module):
         n = sum(p.numel() for p in self.parameters())
         return n - self.transformer.wpe.weight.numel() if non_embedding else n
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits (B, T, V) for token ids idx (B, T); and the mean cross-entropy if targets (B, T) are given."""
+        """Logits (B, T, V) for token ids idx (B, T); and the mean cross-entropy if targets (B, T) are given.
+
+        With a `cache`, idx are the tokens that follow the cached ones, and their keys and values are added to it.
+        """
         B, T = idx.shape
-        if T > self.config.block_size:
-            raise ValueError(f"sequence of {T} tokens is longer than block_size={self.config.block_size}")
-        pos = torch.arange(T, device=idx.device)  # (T,)
+        P = cache.length if cache is not None else 0  # tokens already seen: the new ones start at position P
+        if P + T > self.config.block_size:
+            raise ValueError(f"sequence of {P + T} tokens is longer than block_size={self.config.block_size}")
+        pos = torch.arange(P, P + T, device=idx.device)  # (T,)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
-        for block in self.transformer.h:
-            x = block(x)
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, cache, i)
         logits = self.lm_head(self.transformer.ln_f(x))  # (B, T, V)
         if targets is None:
             return logits, None
@@ -142,23 +178,38 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
-                 top_k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Append max_new_tokens sampled tokens to idx (B, T); temperature 0 means greedy (argmax)."""
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+                 top_k: int | None = None, top_p: float | None = None, stop_tokens: tuple[int, ...] = (),
+                 pad_token: int | None = None, generator: torch.Generator | None = None,
+                 use_cache: bool = True) -> torch.Tensor:
+        """Append up to max_new_tokens tokens to idx (B, T): temperature 0 is greedy (argmax), else sampling after
+        top-k then top-p. A row that writes one of `stop_tokens` is finished: it gets `pad_token` (default the
+        first stop token) until every row is finished, and then generation stops. Same result as HF generate."""
+        if temperature < 0 or (top_p is not None and not 0 < top_p <= 1) or (top_k is not None and top_k < 1):
+            raise ValueError(f"need temperature >= 0, top_k >= 1, 0 < top_p <= 1; got {temperature}, {top_k}, {top_p}")
+        stops = torch.tensor(sorted(set(stop_tokens)), dtype=torch.long, device=idx.device)  # (S,)
+        pad = pad_token if pad_token is not None else (stop_tokens[0] if stop_tokens else 0)
+        finished = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)  # (B,)
+        cache = None
         for _ in range(max_new_tokens):
-            context = idx[:, -self.config.block_size:]  # the model sees at most block_size tokens
-            logits = self(context)[0][:, -1, :]  # (B, V): only the last position predicts the next token
-            if temperature == 0:
-                next_id = logits.argmax(dim=-1, keepdim=True)  # (B, 1)
-            else:
-                logits = logits / temperature
-                if top_k is not None:
-                    kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]  # (B, 1)
-                    logits = logits.masked_fill(logits < kth, float("-inf"))
-                next_id = torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)  # (B, 1)
-            idx = torch.cat([idx, next_id], dim=1)
+            logits, cache = self._next_logits(idx, cache, use_cache)  # (B, V)
+            next_id = sample_next(logits.float(), temperature, top_k, top_p, generator)  # (B, 1)
+            next_id = next_id.masked_fill(finished[:, None], pad)  # finished rows only pad
+            finished |= torch.isin(next_id[:, 0], stops)
+            idx = torch.cat([idx, next_id], dim=1)  # (B, T + 1)
+            if finished.all():
+                break
         return idx
+
+    def _next_logits(self, idx: torch.Tensor, cache: KVCache | None, use_cache: bool
+                     ) -> tuple[torch.Tensor, KVCache | None]:
+        """Logits (B, V) of the token after idx (B, T), and the cache that now holds idx's keys and values."""
+        if not use_cache or idx.size(1) > self.config.block_size:
+            # no cache, or the context is full: positions are absolute, so a sliding window is recomputed whole
+            return self(idx[:, -self.config.block_size:])[0][:, -1, :], None
+        if cache is None:  # prefill: the whole prompt in one pass
+            cache = KVCache()
+            return self(idx, cache=cache)[0][:, -1, :], cache
+        return self(idx[:, -1:], cache=cache)[0][:, -1, :], cache  # decode: only the newest token
 
     def optimizer(self, lr: float, weight_decay: float = 0.1, betas: tuple[float, float] = (0.9, 0.95)
                   ) -> torch.optim.AdamW:
@@ -167,6 +218,36 @@ class GPT(nn.Module):
         groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
                   {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
         return torch.optim.AdamW(groups, lr=lr, betas=betas)
+
+
+# ---- choosing the next token (02.06 derives each rule; these equal HF's logits warpers) ----------------------
+
+def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep the k largest logits of each row (B, V) (ties with the k-th kept too); the rest become -inf."""
+    kth = torch.topk(logits, min(k, logits.size(-1)), dim=-1).values[..., -1:]  # (B, 1) the k-th largest
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Keep the smallest set of most likely tokens whose probability adds up to at least p; the rest -inf."""
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (B, V) most likely first
+    probs = sorted_logits.softmax(dim=-1)
+    remove_sorted = probs.cumsum(dim=-1) - probs >= p  # the more likely tokens already reach p without this one
+    remove_sorted[..., 0] = False  # always keep the most likely token
+    return logits.masked_fill(remove_sorted.scatter(-1, order, remove_sorted), float("-inf"))
+
+
+def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
+                top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One token per row of logits (B, V) -> (B, 1): softmax(logits / T) after top-k then top-p; T = 0 greedy."""
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits / temperature
+    if top_k is not None:
+        logits = top_k_filter(logits, top_k)
+    if top_p is not None and top_p < 1.0:
+        logits = top_p_filter(logits, top_p)
+    return torch.multinomial(F.softmax(logits, dim=-1), num_samples=1, generator=generator)  # (B, 1)
 
 
 # ---- Hugging Face GPT-2: the same network, with Conv1D layers that store weights as (in, out) ------------
