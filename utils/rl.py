@@ -1,4 +1,4 @@
-"""Reinforcement-learning pieces shared by module 05: discounted returns, GAE and the PPO losses.
+"""Reinforcement-learning pieces shared by module 05: discounted returns, GAE, whitening and the PPO losses.
 
 Introduced in 05_frontier/01_reinforcement_learning_and_ppo.ipynb (CartPole); 05.02 calls the same functions
 on a language model, where one response is one episode and one token is one step.
@@ -7,7 +7,10 @@ Conventions (fixed across module 05):
 - time is the LAST dimension: tensors are (..., T), e.g. (n_envs, T) for CartPole or (batch, T) for tokens;
 - `dones[..., t] = 1` when the episode ENDED after the action at step t (terminated or truncated, as
   CleanRL's ppo.py treats both); the value after a done is not bootstrapped;
-- `next_value` is V(s_T), the value of the state after the last stored step (ignored where `dones[..., -1] = 1`).
+- `next_value` is V(s_T), the value of the state after the last stored step (ignored where `dones[..., -1] = 1`);
+- `mask[..., t] = 1` marks a real step, 0 a padded one: a batch of variable-length episodes (responses that stop
+  at an end token) is right-padded to one length T. Every real step followed by padding must end its episode
+  (`dones_from_mask` builds such dones); padded steps get zero advantage and return and count in no mean.
 """
 
 from __future__ import annotations
@@ -23,6 +26,15 @@ def _check_same_shape(**tensors: "torch.Tensor") -> None:
     shapes = {name: tuple(t.shape) for name, t in tensors.items()}
     if len(set(shapes.values())) != 1:
         raise ValueError(f"tensors must have the same shape (..., T); got {shapes}")
+
+
+def _real(mask: "torch.Tensor | None", like: "torch.Tensor", name: str = "mask") -> "torch.Tensor | None":
+    """The mask as booleans (True = a real step), after checking that it has the shape of `like`."""
+    if mask is None:
+        return None
+    if tuple(mask.shape) != tuple(like.shape):
+        raise ValueError(f"{name} must have the shape {tuple(like.shape)} of the data; got {tuple(mask.shape)}")
+    return mask.bool()
 
 
 def _check_unit_interval(name: str, value: float) -> None:
@@ -47,13 +59,25 @@ def discounted_returns(rewards: "torch.Tensor", dones: "torch.Tensor", gamma: fl
     return returns
 
 
+def dones_from_mask(mask: "torch.Tensor") -> "torch.Tensor":
+    """Dones (..., T) for right-padded episodes: 1 at each row's last real step (before padding, or at T - 1)."""
+    import torch
+
+    real = mask.bool()
+    # a real step is the last one when the next step is padding, or when it is the last stored step
+    next_real = torch.cat([real[..., 1:], torch.zeros_like(real[..., :1])], dim=-1)
+    return (real & ~next_real).to(mask.dtype if mask.is_floating_point() else torch.get_default_dtype())
+
+
 def gae(rewards: "torch.Tensor", values: "torch.Tensor", dones: "torch.Tensor", next_value: "torch.Tensor",
-        gamma: float, lam: float) -> tuple["torch.Tensor", "torch.Tensor"]:
+        gamma: float, lam: float, *, mask: "torch.Tensor | None" = None) -> tuple["torch.Tensor", "torch.Tensor"]:
     """Generalised advantage estimation: (advantages, returns = advantages + values), both shaped (..., T).
 
     delta_t = r_t + gamma (1 - done_t) V(s_{t+1}) - V(s_t);  A_t = delta_t + gamma lam (1 - done_t) A_{t+1}
     (Schulman et al. 2016, eq. 16, with episode ends). lam = 0 gives the TD error, lam = 1 the Monte-Carlo
-    return minus V(s_t). `next_value` (...,) is V(s_T), the state after the last step.
+    return minus V(s_t). `next_value` (...,) is V(s_T), the state after the last step. With a `mask` (1 = real
+    step) padded steps count as zero reward and zero value, so they get advantage and return 0 and, because the
+    real step before them must be done, nothing of them reaches a real step.
     """
     import torch
 
@@ -62,6 +86,14 @@ def gae(rewards: "torch.Tensor", values: "torch.Tensor", dones: "torch.Tensor", 
     _check_unit_interval("lam", lam)
     if tuple(next_value.shape) != tuple(rewards.shape[:-1]):
         raise ValueError(f"next_value must have shape {tuple(rewards.shape[:-1])}; got {tuple(next_value.shape)}")
+    real = _real(mask, rewards)
+    if real is not None:
+        ends_early = real[..., :-1] & ~real[..., 1:] & (dones[..., :-1] == 0)
+        if ends_early.any():
+            raise ValueError("a real step followed by padding must end its episode (dones = 1 there, see "
+                             f"dones_from_mask); {int(ends_early.sum())} such steps have dones = 0")
+        # padding may hold anything (pad-token log-probs, values of the pad state): zero it, NaN included
+        rewards, values = torch.where(real, rewards, 0.0), torch.where(real, values, 0.0)
     not_done = 1.0 - dones.to(rewards.dtype)
     # V(s_{t+1}) for every t: the stored values shifted left by one, then V(s_T)
     next_values = torch.cat([values[..., 1:], next_value.unsqueeze(-1).to(values.dtype)], dim=-1)
@@ -71,7 +103,25 @@ def gae(rewards: "torch.Tensor", values: "torch.Tensor", dones: "torch.Tensor", 
     for t in reversed(range(rewards.shape[-1])):
         running = deltas[..., t] + gamma * lam * not_done[..., t] * running
         advantages[..., t] = running
+    if real is not None:  # a padded last step may still bootstrap from next_value: its advantage is dropped too
+        advantages = torch.where(real, advantages, 0.0)
     return advantages, advantages + values
+
+
+def whiten(x: "torch.Tensor", mask: "torch.Tensor | None" = None, eps: float = 1e-8) -> "torch.Tensor":
+    """(x - mean) / (std + eps) as CleanRL normalises advantages; with a mask, over the real elements only.
+
+    The mean and the (unbiased) standard deviation come from the real elements, and padded elements are set to 0,
+    so padding neither shifts nor scales the real ones: whiten(x, mask)[mask] == whiten(x[mask]).
+    """
+    import torch
+
+    real = _real(mask, x)
+    values = x.flatten() if real is None else x[real]
+    if values.numel() < 2:
+        raise ValueError(f"whiten needs at least 2 real elements for a standard deviation; got {values.numel()}")
+    out = (x - values.mean()) / (values.std() + eps)
+    return out if real is None else torch.where(real, out, 0.0)
 
 
 class PPOLosses(NamedTuple):
@@ -85,12 +135,14 @@ class PPOLosses(NamedTuple):
     clip_fraction: "torch.Tensor"  # share of samples whose ratio left [1 - clip, 1 + clip]
 
 
-def _mean(x: "torch.Tensor", mask: "torch.Tensor | None") -> "torch.Tensor":
-    """Mean of x, over the elements where mask is 1 if a mask is given (e.g. the response tokens)."""
-    if mask is None:
+def _mean(x: "torch.Tensor", real: "torch.Tensor | None") -> "torch.Tensor":
+    """Mean of x, over the elements where `real` is True if it is given (e.g. the response tokens)."""
+    import torch
+
+    if real is None:
         return x.mean()
-    mask = mask.to(x.dtype)
-    return (x * mask).sum() / mask.sum().clamp(min=1.0)
+    # torch.where, not x * mask: a padded element that is inf or NaN must not turn the sum into NaN
+    return torch.where(real, x, 0.0).sum() / real.sum().clamp(min=1).to(x.dtype)
 
 
 def ppo_losses(new_logprobs: "torch.Tensor", old_logprobs: "torch.Tensor", advantages: "torch.Tensor",
@@ -109,6 +161,7 @@ def ppo_losses(new_logprobs: "torch.Tensor", old_logprobs: "torch.Tensor", advan
                       new_values=new_values, old_values=old_values, returns=returns, entropy=entropy)
     if clip_coef <= 0:
         raise ValueError(f"clip_coef must be > 0; got {clip_coef}")
+    mask = _real(mask, new_logprobs)
     log_ratio = new_logprobs - old_logprobs
     ratio = log_ratio.exp()
     surrogate = torch.min(ratio * advantages, ratio.clamp(1 - clip_coef, 1 + clip_coef) * advantages)

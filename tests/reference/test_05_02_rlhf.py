@@ -1,7 +1,9 @@
 """05.02's from-scratch RLHF pieces against trl 1.16 and against the formulas written out independently:
 the Bradley–Terry loss == trl's RewardTrainer.compute_loss on the same batch (its own collator, with and without
-margins, our reward model and a Hugging Face one), the per-token KL reward shaping, GAE, the clipped PPO losses,
-the policy's shifted log-probabilities, and the exercise solutions."""
+margins, our reward model and a Hugging Face one), the per-token KL reward shaping (padded responses included),
+GAE on responses through utils.rl (gamma = 1, lam = 0.95, dones at the last real token) against the sum
+definition, utils.rl's clipped PPO losses on (B, R) tokens, the policy's shifted log-probabilities, and the
+exercise solutions."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from utils import rl
 from utils.models.gpt import GPT, GPTConfig
 from utils.notebooks import notebook_definitions
 
@@ -50,8 +53,11 @@ def random_pairs(gen: torch.Generator, B: int, T: int) -> tuple[torch.Tensor, to
 
 def test_notebook_defines_everything() -> None:
     wanted = {"bradley_terry_loss", "gpt_features", "RewardModel", "ForTrl", "token_logprobs", "shaped_rewards",
-              "gae", "ppo_losses", "whiten", "Policy", "preference_probability", "kl_k3"}
+              "response_advantages", "gae_by_definition", "Policy", "preference_probability", "kl_k3"}
     assert wanted <= set(ns), sorted(wanted - set(ns))
+    # the PPO pieces that run are utils.rl's, not copies in the notebook
+    assert not {"gae", "ppo_losses", "whiten"} & set(ns), "the notebook should call utils.rl, not redefine it"
+    assert (ns["GAMMA"], ns["LAM"]) == (1.0, 0.95)
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -140,6 +146,23 @@ def test_mean_log_ratio_of_sampled_tokens_is_the_kl() -> None:
     assert kl.mean().item() == pytest.approx(torch.distributions.kl_divergence(pi, ref).item(), rel=0.03)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_shaped_rewards_of_padded_responses_equal_each_response_alone(seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    lengths, R = [5, 2, 1, 4], 5
+    mask = (torch.arange(R) < torch.tensor(lengths)[:, None]).float()
+    logp, ref_logp = -torch.rand(4, R, generator=gen) * 3, -torch.rand(4, R, generator=gen) * 3
+    logp = torch.where(mask.bool(), logp, -1e4)                   # a pad token the policy never writes
+    score, beta = torch.randn(4, generator=gen), 0.3
+    rewards, kl = ns["shaped_rewards"](logp, ref_logp, score, beta, mask)
+    for i, n in enumerate(lengths):
+        alone_r, alone_kl = ns["shaped_rewards"](logp[i:i + 1, :n], ref_logp[i:i + 1, :n], score[i:i + 1], beta)
+        torch.testing.assert_close(rewards[i, :n], alone_r[0])    # the score sits on the last REAL token
+        torch.testing.assert_close(kl[i, :n], alone_kl[0])
+        assert (rewards[i, n:] == 0).all() and (kl[i, n:] == 0).all()
+    torch.testing.assert_close(rewards.sum(-1), score - beta * kl.sum(-1))
+
+
 def gae_by_sums(r: np.ndarray, v: np.ndarray, gamma: float, lam: float) -> np.ndarray:
     """A_t = sum_l (γλ)^l δ_{t+l}, δ_t = r_t + γ V_{t+1} - V_t, V_{T} = 0: the definition, not the recursion."""
     B, T = r.shape
@@ -149,19 +172,37 @@ def gae_by_sums(r: np.ndarray, v: np.ndarray, gamma: float, lam: float) -> np.nd
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_gae_matches_the_sum_definition(seed: int) -> None:
+def test_response_advantages_match_the_sum_definition(seed: int) -> None:
+    """utils.rl.gae through the notebook's mapping (one response = one episode, gamma = 1, lam = 0.95, nothing
+    after the last real token) == A_t = sum_k (gamma lam)^(k-t) delta_k on each unpadded response."""
+    rng = np.random.default_rng(seed)
+    B, T = int(rng.integers(1, 5)), int(rng.integers(1, 12))
+    lengths = rng.integers(1, T + 1, size=B)
+    lengths[0] = T                                                # one response fills the batch's length
+    mask = torch.tensor(np.arange(T) < lengths[:, None], dtype=torch.float64)
+    r = np.where(mask.numpy() > 0, rng.standard_normal((B, T)), 1e3)  # junk in the padding
+    v = np.where(mask.numpy() > 0, rng.standard_normal((B, T)), -1e3)
+    adv, ret = ns["response_advantages"](torch.tensor(r), torch.tensor(v), mask)
+    for i, n in enumerate(lengths):
+        expected = gae_by_sums(r[i:i + 1, :n], v[i:i + 1, :n], 1.0, 0.95)[0]
+        np.testing.assert_allclose(adv[i, :n].numpy(), expected, rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(ret[i, :n].numpy(), expected + v[i, :n], rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(ns["gae_by_definition"](list(r[i, :n]), list(v[i, :n])), expected, atol=1e-10)
+        assert (adv[i, n:] == 0).all() and (ret[i, n:] == 0).all()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_utils_rl_gae_limits_on_full_responses(seed: int) -> None:
+    """The same utils.rl call with lam = 1 is the return-to-go minus the baseline; lam = 0 is the TD error."""
     rng = np.random.default_rng(seed)
     B, T = int(rng.integers(1, 5)), int(rng.integers(1, 12))
     r, v = rng.standard_normal((B, T)), rng.standard_normal((B, T))
-    gamma, lam = float(rng.uniform(0.8, 1.0)), float(rng.uniform(0.0, 1.0))
-    adv, ret = ns["gae"](torch.tensor(r), torch.tensor(v), gamma, lam)
-    np.testing.assert_allclose(adv.numpy(), gae_by_sums(r, v, gamma, lam), rtol=1e-10, atol=1e-10)
-    np.testing.assert_allclose(ret.numpy(), adv.numpy() + v)
-    # λ = 1, γ = 1: the return-to-go minus the baseline; λ = 0: the one-step TD error
-    adv1, _ = ns["gae"](torch.tensor(r), torch.tensor(v), 1.0, 1.0)
+    mask = torch.ones(B, T, dtype=torch.float64)
+    args = (torch.tensor(r), torch.tensor(v), rl.dones_from_mask(mask), torch.zeros(B, dtype=torch.float64), 1.0)
+    adv1, _ = rl.gae(*args, 1.0, mask=mask)
     np.testing.assert_allclose(adv1.numpy(), np.cumsum(r[:, ::-1], axis=1)[:, ::-1] - v, atol=1e-10)
-    adv0, _ = ns["gae"](torch.tensor(r), torch.tensor(v), gamma, 0.0)
-    np.testing.assert_allclose(adv0.numpy(), gae_by_sums(r, v, gamma, 0.0), atol=1e-10)
+    adv0, _ = rl.gae(*args, 0.0, mask=mask)
+    np.testing.assert_allclose(adv0.numpy(), gae_by_sums(r, v, 1.0, 0.0), atol=1e-10)
 
 
 def ppo_by_elements(logp, old_logp, adv, values, old_values, returns, clip, clip_v):
@@ -183,10 +224,13 @@ def test_ppo_losses_match_the_elementwise_formula(seed: int) -> None:
     logp = old_logp + torch.randn(shape, generator=gen) * 0.4     # ratios on both sides of the clip range
     adv, values, returns = (torch.randn(shape, generator=gen) for _ in range(3))
     old_values = values + torch.randn(shape, generator=gen) * 0.4
-    clip, clip_v = 0.1 + 0.2 * float(torch.rand(1, generator=gen)), 0.2
-    pg, vf, frac = ns["ppo_losses"](logp, old_logp, adv, values, old_values, returns, clip, clip_v)
+    clip = 0.1 + 0.2 * float(torch.rand(1, generator=gen))     # utils.rl clips the value by the same epsilon
+    out = rl.ppo_losses(logp, old_logp, adv, values, old_values, returns, torch.zeros(shape), clip_coef=clip,
+                        vf_coef=0.1, ent_coef=0.0, mask=torch.ones(shape))   # the notebook's call
+    pg, vf, frac = out.policy, out.value, out.clip_fraction
     pg_ref, vf_ref = ppo_by_elements(*(x.double().numpy() for x in (logp, old_logp, adv, values, old_values,
-                                                                     returns)), clip, clip_v)
+                                                                     returns)), clip, clip)
+    assert out.loss.item() == pytest.approx(pg_ref + 0.1 * vf_ref, rel=1e-5, abs=1e-6)
     assert pg.item() == pytest.approx(pg_ref, rel=1e-5, abs=1e-6)
     assert vf.item() == pytest.approx(vf_ref, rel=1e-5, abs=1e-6)
     assert frac.item() == pytest.approx(((logp - old_logp).exp().sub(1).abs() > clip).float().mean().item())
@@ -197,14 +241,15 @@ def test_ppo_policy_gradient_is_cut_outside_the_clip_range() -> None:
     old_logp = torch.zeros(1, 4)
     logp = torch.log(torch.tensor([[1.5, 1.05, 0.5, 0.95]])).requires_grad_(True)
     zeros = torch.zeros(1, 4)
-    pg, _, frac = ns["ppo_losses"](logp, old_logp, adv, zeros, zeros, zeros, 0.2, 0.2)
+    out = rl.ppo_losses(logp, old_logp, adv, zeros, zeros, zeros, zeros, clip_coef=0.2, ent_coef=0.0, mask=zeros + 1)
+    pg, frac = out.policy, out.clip_fraction
     (grad,) = torch.autograd.grad(pg, logp)
     # ratio 1.5 with A > 0 and ratio 0.5 with A < 0 are clipped: no gradient; the two inside the range keep theirs
     assert grad[0, 0].item() == 0 and grad[0, 2].item() == 0
     assert grad[0, 1].item() < 0 and grad[0, 3].item() > 0
     assert frac.item() == 0.5
     # at ratio 1 the surrogate is minus the mean advantage
-    pg1, _, _ = ns["ppo_losses"](old_logp, old_logp, adv * 3, zeros, zeros, zeros)
+    pg1 = rl.ppo_losses(old_logp, old_logp, adv * 3, zeros, zeros, zeros, zeros).policy
     assert pg1.item() == pytest.approx(-(adv * 3).mean().item())
 
 
@@ -218,12 +263,6 @@ def test_policy_scores_the_response_tokens_one_position_left() -> None:
     expected = torch.log_softmax(logits, -1)[:, 4:11].gather(2, seq[:, 5:, None]).squeeze(-1)
     torch.testing.assert_close(logp, expected)
     assert values.shape == (3, 7)
-
-
-def test_whiten() -> None:
-    x = torch.randn(7, 5) * 4 + 3
-    w = ns["whiten"](x)
-    assert abs(w.mean().item()) < 1e-5 and w.std().item() == pytest.approx(1.0, rel=1e-4)
 
 
 def test_exercise_solutions() -> None:
