@@ -424,7 +424,9 @@ def test_a_served_model_name_is_the_name_listed_and_the_only_chat_model_name_acc
     try:
         assert server.model == "course-chat"
         client = openai.OpenAI(base_url=server.base_url, api_key=server.api_key, max_retries=0, timeout=120)
-        assert [m.id for m in client.models.list()] == ["course-chat", "sentence-transformers/all-MiniLM-L6-v2"]
+        models = client.models.list().data
+        assert [m.id for m in models] == ["course-chat", "sentence-transformers/all-MiniLM-L6-v2"]
+        assert models[0].model_extra["max_model_len"] == 8192  # SmolLM2's context, named as vLLM names it
         reply = client.chat.completions.create(model="course-chat", messages=CAPITAL, max_tokens=8, temperature=0)
         assert reply.model == "course-chat" and reply.choices[0].message.content
         status, error = _status_and_error(lambda: client.chat.completions.create(

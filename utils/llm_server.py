@@ -11,7 +11,7 @@ The same client code works against a hosted provider: change `base_url`, the mod
 The chat model's name (what /v1/models lists and requests must name) is the preset's hub id, or the `--model`
 folder or hub id; `--served-model-name NAME` (`served_model_name=` of serve_llm and start_llm_server) gives it
 another, e.g. a short name for a model in a temporary folder (vLLM's option of the same name does the same).
-- GET  /v1/models            the chat model and the embedding model
+- GET  /v1/models            the chat model (with its context length, `max_model_len`, as vLLM) and the embedding model
 - POST /v1/chat/completions  chat; `stream=true` sends server-sent events in OpenAI's chunk format; max_tokens,
                              temperature, top_p, stop, seed; usage counted by the model's tokenizer;
                              `response_format` (a JSON schema, or any JSON object) and `tools`/`tool_choice`,
@@ -384,8 +384,9 @@ def create_app(backend: Backend, api_key: str | None = None) -> FastAPI:
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "course"}
-                                           for name in (backend.model_id, backend.embedding_id)]}
+        chat = {"max_model_len": backend.engine.max_context}  # its context in tokens, named as vLLM names it
+        return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "course", **extra}
+                                           for name, extra in [(backend.model_id, chat), (backend.embedding_id, {})]]}
 
     @app.post("/v1/chat/completions")
     async def chat(body: ChatRequest) -> Any:
