@@ -2,7 +2,9 @@
 
 It starts the course's LLM server (the real SmolLM2-135M-Instruct) and the app on free 127.0.0.1 ports, types a
 question, watches the answer grow in pieces, sends a follow-up that needs memory, reloads the page, then stops
-the LLM server and the app in turn and checks the page says so each time. Screenshots go to
+the LLM server and the app in turn and checks the page says so each time. A second test serves a course GPT saved
+as 05.04 saves it, starts the app with the command 05.04 prints, and checks the page shows the served GPT's reply
+and counts the budget with the GPT's tokenizer. Screenshots go to
 build/test-artifacts/ (git-ignored). Without Chromium and chromedriver the test is skipped with one line, except
 in CI (CI=true), where it must run: .ci/run installs them.
 """
@@ -176,9 +178,11 @@ def test_the_page_chats_with_the_served_course_gpt_as_05_04_tells_the_learner(br
     from selenium.webdriver.common.by import By
     from transformers import AutoTokenizer
 
+    from utils.chat import count_tokens
     from utils.chatbot_app import DEFAULT_SYSTEM_PROMPT
     from utils.hub import model_path
 
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     folder = _course_gpt_folder(tmp_path / "course_gpt")
     question = QUESTION
     with serve_llm(model=str(folder), served_model_name="course-gpt", timeout=120) as server:
@@ -200,6 +204,8 @@ def test_the_page_chats_with_the_served_course_gpt_as_05_04_tells_the_learner(br
                                                 max_tokens=64)  # half the context: what the app fits in
     assert direct.choices[0].message.content and shown == direct.choices[0].message.content, (shown, direct)
     # the budget is counted by the GPT's own tokenizer (the server's count), not by the course's SmolLM2's
-    smol = AutoTokenizer.from_pretrained(model_path("instruct_llm"))
-    smol_count = len(smol.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
-    assert f"Sent {direct.usage.prompt_tokens} of " in status and smol_count != direct.usage.prompt_tokens, status
+    smol_count = count_tokens(AutoTokenizer.from_pretrained(model_path("instruct_llm")), messages)
+    assert smol_count != direct.usage.prompt_tokens, "the check below could not tell the two tokenizers apart"
+    # 64 of the GPT's 128 tokens: the app fitted its budget (1024 by default) into the model's context
+    assert status.startswith(f"Sent {direct.usage.prompt_tokens} of 64 prompt tokens"), status
+    assert (ARTIFACTS / "chatbot-course-gpt.png").stat().st_size > 5_000
