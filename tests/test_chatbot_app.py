@@ -132,10 +132,13 @@ class FakeLLM:
     def __init__(self) -> None:
         self.requests: list[dict] = []
         self.mode, self.delay, self.reply = "ok", 0.0, REPLY
+        self.context: int | None = None  # the max_model_len /v1/models lists, if any
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         app = FastAPI()
         app.post("/v1/chat/completions")(self.complete)
+        app.get("/v1/models")(lambda: {"object": "list", "data": [{"id": "fake-model", "object": "model", "created": 0,
+                                       "owned_by": "x", **({"max_model_len": self.context} if self.context else {})}]})
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
                                                     timeout_graceful_shutdown=1))
 
@@ -357,6 +360,25 @@ def test_the_page_is_three_local_files_under_a_strict_content_policy(tokenizer, 
 def test_the_page_files_are_package_data():
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert re.search(r'"chatbot_page/\*"', pyproject.split("[tool.setuptools.package-data]")[1])
+
+
+def test_budget_and_answer_are_fitted_into_a_small_models_context(llm):
+    from dataclasses import replace
+
+    from utils.chatbot_app import fit_context, model_context
+
+    settings = Settings(llm.base_url, "fake-model")  # budget 1024 + max_tokens 256
+    assert model_context(settings) is None  # the API lists no context (as hosted providers)
+    llm.context = 128  # a course GPT of 05.04, served by the course's server
+    assert model_context(settings) == 128 and model_context(replace(settings, llm_model="other")) is None
+    assert model_context(replace(settings, llm_base_url=f"http://127.0.0.1:{free_port()}/v1")) is None  # down
+    fitted = fit_context(settings, 128)
+    assert (fitted.budget, fitted.max_tokens) == (64, 64) and fitted.llm_model == "fake-model"
+    small = fit_context(replace(settings, budget=50, max_tokens=200), 128)
+    assert (small.budget, small.max_tokens) == (50, 64)  # the answer gets at most half the context
+    fits = replace(settings, budget=100, max_tokens=28)
+    assert fit_context(fits, 128) is fits and fit_context(settings, 8192) is settings
+    assert fit_context(settings, None) is settings
 
 
 def test_settings_refuse_bad_values():

@@ -2,7 +2,9 @@
 
 It starts the course's LLM server (the real SmolLM2-135M-Instruct) and the app on free 127.0.0.1 ports, types a
 question, watches the answer grow in pieces, sends a follow-up that needs memory, reloads the page, then stops
-the LLM server and the app in turn and checks the page says so each time. Screenshots go to
+the LLM server and the app in turn and checks the page says so each time. A second test serves a course GPT saved
+as 05.04 saves it, starts the app with the command 05.04 prints, and checks the page shows the served GPT's reply
+and counts the budget with the GPT's tokenizer. Screenshots go to
 build/test-artifacts/ (git-ignored). Without Chromium and chromedriver the test is skipped with one line, except
 in CI (CI=true), where it must run: .ci/run installs them.
 """
@@ -143,3 +145,67 @@ def test_the_page_streams_remembers_and_shows_errors(browser):
         _send(browser, "Hello?")
         assert "Cannot reach the chatbot server" in _error(browser), _error(browser)
     assert (ARTIFACTS / "chatbot.png").stat().st_size > 10_000
+
+
+# The command 05.04 prints for the learner (its last cell), with this test's free port added; {folder} is the saved
+# course GPT, {base_url} and {model} the server's.
+NOTEBOOK_COMMAND = ("python -m utils.chatbot_app --llm-base-url {base_url} --llm-model {model} --tokenizer {folder} "
+                    "--temperature 0")
+QUESTION = "What does the pass statement do?"
+GPT_TEXTS = ["The pass statement does nothing. It is useful as a placeholder when a statement is required.",
+             "A for loop iterates over the items of any sequence, in the order that they appear.",
+             "You are a helpful assistant. Answer briefly and clearly.", QUESTION] * 20
+
+
+def _course_gpt_folder(folder: Path) -> Path:
+    """A random course GPT saved as 05.04 saves its chat model (plumbing only: its words are noise), with the
+    smoke preset's context of 128 tokens."""
+    import torch
+
+    from utils.models.gpt import GPT, GPTConfig
+    from utils.models.gpt_chat import save_chat_model, train_chat_tokenizer
+
+    tokenizer = train_chat_tokenizer(GPT_TEXTS, 400)  # whole words: the prompt fits the 64 tokens the app allows
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=len(tokenizer), block_size=128, n_layer=2, n_head=2, n_embd=32)).eval()
+    return save_chat_model(model, tokenizer, folder)
+
+
+def test_the_page_chats_with_the_served_course_gpt_as_05_04_tells_the_learner(browser, tmp_path):
+    import shlex
+
+    from openai import OpenAI
+    from selenium.webdriver.common.by import By
+    from transformers import AutoTokenizer
+
+    from utils.chat import count_tokens
+    from utils.chatbot_app import DEFAULT_SYSTEM_PROMPT
+    from utils.hub import model_path
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    folder = _course_gpt_folder(tmp_path / "course_gpt")
+    question = QUESTION
+    with serve_llm(model=str(folder), served_model_name="course-gpt", timeout=120) as server:
+        port = free_port()
+        command = NOTEBOOK_COMMAND.format(base_url=server.base_url, model=server.model, folder=folder)
+        argv = [sys.executable, *shlex.split(command)[1:], "--port", str(port)]
+        with background_server(argv, port, timeout=60):
+            browser.get(f"http://127.0.0.1:{port}/")
+            _wait(browser, lambda d: "Model course-gpt" in d.find_element(By.ID, "info").text, timeout=30)
+            _send(browser, question)
+            shown = browser.find_element(By.CSS_SELECTOR, "#log .msg.assistant .text").get_attribute("textContent")
+            status = browser.find_element(By.ID, "status").text
+            assert not _error(browser), _error(browser)
+            browser.save_screenshot(str(ARTIFACTS / "chatbot-course-gpt.png"))
+        # the same conversation, asked directly with the official client: the page showed the served GPT's reply
+        client = OpenAI(base_url=server.base_url, api_key=server.api_key, max_retries=0)
+        messages = [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT}, {"role": "user", "content": question}]
+        direct = client.chat.completions.create(model="course-gpt", messages=messages, temperature=0,
+                                                max_tokens=64)  # half the context: what the app fits in
+    assert direct.choices[0].message.content and shown == direct.choices[0].message.content, (shown, direct)
+    # the budget is counted by the GPT's own tokenizer (the server's count), not by the course's SmolLM2's
+    smol_count = count_tokens(AutoTokenizer.from_pretrained(model_path("instruct_llm")), messages)
+    assert smol_count != direct.usage.prompt_tokens, "the check below could not tell the two tokenizers apart"
+    # 64 of the GPT's 128 tokens: the app fitted its budget (1024 by default) into the model's context
+    assert status.startswith(f"Sent {direct.usage.prompt_tokens} of 64 prompt tokens"), status
+    assert (ARTIFACTS / "chatbot-course-gpt.png").stat().st_size > 5_000

@@ -417,6 +417,37 @@ def test_a_notebook_can_start_the_server_in_one_cell_and_stop_it_in_another():
         os.kill(server.pid, 0)
 
 
+def test_a_served_model_name_is_the_name_listed_and_the_only_chat_model_name_accepted():
+    from utils.llm_server import start_llm_server
+
+    server = start_llm_server("smoke", served_model_name="course-chat")
+    try:
+        assert server.model == "course-chat"
+        client = openai.OpenAI(base_url=server.base_url, api_key=server.api_key, max_retries=0, timeout=120)
+        models = client.models.list().data
+        assert [m.id for m in models] == ["course-chat", "sentence-transformers/all-MiniLM-L6-v2"]
+        assert models[0].model_extra["max_model_len"] == 8192  # SmolLM2's context, named as vLLM names it
+        reply = client.chat.completions.create(model="course-chat", messages=CAPITAL, max_tokens=8, temperature=0)
+        assert reply.model == "course-chat" and reply.choices[0].message.content
+        status, error = _status_and_error(lambda: client.chat.completions.create(
+            model="HuggingFaceTB/SmolLM2-135M-Instruct", messages=CAPITAL, max_tokens=8))  # its hub id is not its name now
+        assert status == 404 and error["code"] == "model_not_found" and "'course-chat'" in error["message"]
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("name", ["", "   ", " course-chat", "course-chat\n", 7])
+def test_a_bad_served_model_name_is_refused_before_a_server_starts(name, capsys):
+    from utils.llm_server import main, start_llm_server
+
+    with pytest.raises(ValueError, match="served_model_name must be a non-empty name"):
+        start_llm_server("smoke", served_model_name=name)
+    if isinstance(name, str):
+        with pytest.raises(SystemExit) as caught:
+            main(["--served-model-name", name])
+        assert caught.value.code == 2 and "--served-model-name must be a non-empty name" in capsys.readouterr().err
+
+
 def test_a_server_whose_notebook_kernel_was_killed_stops_by_itself():
     import subprocess
     import signal

@@ -11,6 +11,8 @@ The backend keeps every conversation (per session id) with its system prompt, ap
 utils.chat_memory within a token budget counted by the model's tokenizer, and streams the answer to the page
 as server-sent events, one JSON object per event: `data: {"type": "memory" | "token" | "done" | "error", ...}`.
 Errors of the LLM API (down, too slow, refused) become one readable "error" event that the page shows.
+When the LLM API reports the model's context (/v1/models' `max_model_len`, as the course's server and vLLM do) and
+the budget and max_tokens do not fit in it together, the app lowers them to fit, and says so when it starts.
 Endpoints: GET / (the page), GET /health, POST /api/sessions, GET /api/sessions/{id}, POST /api/chat.
 """
 
@@ -22,7 +24,7 @@ import secrets
 import sys
 from collections import OrderedDict
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from importlib.resources import files
 from typing import Any
@@ -284,6 +286,30 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def model_context(settings: Settings) -> int | None:
+    """The model's context in tokens, if the LLM API's /v1/models reports it (`max_model_len`: the course's server
+    and vLLM do, hosted providers do not); None when it does not, or cannot be asked now."""
+    import openai
+
+    client = openai.OpenAI(base_url=settings.llm_base_url, api_key=settings.llm_api_key, max_retries=0,
+                           timeout=min(settings.timeout, 10.0))
+    try:
+        listed = {model.id: (model.model_extra or {}).get("max_model_len") for model in client.models.list()}
+    except openai.OpenAIError:  # down or no list: the page reports the LLM's errors when it asks
+        return None
+    context = listed.get(settings.llm_model)
+    return context if isinstance(context, int) and context > 0 else None
+
+
+def fit_context(settings: Settings, context: int | None) -> Settings:
+    """`settings` with a budget and max_tokens that fit together in `context` tokens (a small model's 128, say),
+    giving the answer at most half; unchanged when they fit or the context is unknown."""
+    if context is None or settings.budget + settings.max_tokens <= context:
+        return settings
+    max_tokens = max(1, min(settings.max_tokens, context // 2))
+    return replace(settings, max_tokens=max_tokens, budget=max(1, min(settings.budget, context - max_tokens)))
+
+
 def serve(settings: Settings, port: int, tokenizer: str | None = None) -> None:
     """Load the tokenizer, print the URL and serve on 127.0.0.1:`port` until Ctrl-C / SIGTERM."""
     import signal
@@ -293,6 +319,12 @@ def serve(settings: Settings, port: int, tokenizer: str | None = None) -> None:
     # uvicorn stops on SIGTERM, then raises the signal again; as SystemExit it unwinds the `with serve_llm`
     # of main(), which stops the LLM server too (the default action would kill this process on the spot).
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    context = model_context(settings)
+    fitted = fit_context(settings, context)
+    if fitted != settings:  # else every request would be refused: prompt + answer must fit the model's context
+        print(f"{settings.llm_model} reads at most {context} tokens: prompts get {fitted.budget} (--budget) and "
+              f"answers {fitted.max_tokens} (--max-tokens)", flush=True)
+    settings = fitted
     app = create_app(settings, load_tokenizer(tokenizer))
     print(f"chatbot on http://{HOST}:{port}  (model {settings.llm_model} at {settings.llm_base_url}, memory "
           f"{settings.policy} within {settings.budget} tokens; Ctrl-C stops it)", flush=True)

@@ -1,13 +1,17 @@
 """The course's OpenAI-compatible LLM server, in one file: FastAPI + uvicorn, on 127.0.0.1 only.
 
     python -m utils.llm_server --port 8000                     # or: with serve_llm() as server: ...
+    python -m utils.llm_server --model <folder> --served-model-name course-gpt   # a model you trained, by a name
     from openai import OpenAI
     client = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="none")
     client.chat.completions.create(model="HuggingFaceTB/SmolLM2-135M-Instruct",
                                    messages=[{"role": "user", "content": "Hello!"}])
 
 The same client code works against a hosted provider: change `base_url`, the model name and the key.
-- GET  /v1/models            the chat model and the embedding model
+The chat model's name (what /v1/models lists and requests must name) is the preset's hub id, or the `--model`
+folder or hub id; `--served-model-name NAME` (`served_model_name=` of serve_llm and start_llm_server) gives it
+another, e.g. a short name for a model in a temporary folder (vLLM's option of the same name does the same).
+- GET  /v1/models            the chat model (with its context length, `max_model_len`, as vLLM) and the embedding model
 - POST /v1/chat/completions  chat; `stream=true` sends server-sent events in OpenAI's chunk format; max_tokens,
                              temperature, top_p, stop, seed; usage counted by the model's tokenizer;
                              `response_format` (a JSON schema, or any JSON object) and `tools`/`tool_choice`,
@@ -380,8 +384,9 @@ def create_app(backend: Backend, api_key: str | None = None) -> FastAPI:
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "course"}
-                                           for name in (backend.model_id, backend.embedding_id)]}
+        chat = {"max_model_len": backend.engine.max_context}  # its context in tokens, named as vLLM names it
+        return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "course", **extra}
+                                           for name, extra in [(backend.model_id, chat), (backend.embedding_id, {})]]}
 
     @app.post("/v1/chat/completions")
     async def chat(body: ChatRequest) -> Any:
@@ -444,18 +449,28 @@ async def _embeddings(backend: Backend, request: EmbeddingRequest) -> dict[str, 
 
 
 # ------------------------------------------------------------------------------------------ running it
-def load_backend(model: str | None = None, preset: str | None = None, max_batch: int = 16) -> Backend:
-    """Load the chat model (the preset's instruct model, or `model`: a local folder or hub id) into an engine."""
+def check_served_model_name(name: str | None) -> None:
+    """ValueError unless `name` is None (the default name) or a non-empty name without surrounding spaces."""
+    if name is not None and (not isinstance(name, str) or not name.strip() or name != name.strip()):
+        raise ValueError(f"served_model_name must be a non-empty name without leading or trailing spaces (or None "
+                         f"for the model's own name); got {name!r}.")
+
+
+def load_backend(model: str | None = None, preset: str | None = None, max_batch: int = 16,
+                 served_model_name: str | None = None) -> Backend:
+    """Load the chat model (the preset's instruct model, or `model`: a local folder or hub id) into an engine,
+    served as `served_model_name` (default: the hub id or `model`)."""
     import gc
 
     from utils.chat import load_chat_model
     from utils.constrained import TokenVocabulary
     from utils.hub import model_info
 
+    check_served_model_name(served_model_name)
     loaded, tokenizer = load_chat_model(preset, path=model)
     TokenVocabulary.from_tokenizer(tokenizer)  # index the vocabulary now, not during the first JSON request
     gc.freeze()  # the model's many objects leave the garbage collector's scans: no 0.2 s pauses mid-stream
-    name = model or model_info("instruct_llm").at_preset(preset).hub_id
+    name = served_model_name or model or model_info("instruct_llm").at_preset(preset).hub_id
     return Backend(Engine(loaded, tokenizer, max_batch=max_batch), name)
 
 
@@ -469,12 +484,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", choices=("smoke", "laptop", "full"), default=None,
                         help="which instruct model (default: $COURSE_PRESET, as the notebooks)")
     parser.add_argument("--model", default=None, help="serve this local folder or hub id instead")
+    parser.add_argument("--served-model-name", default=None,
+                        help="the name /v1/models lists and requests must use (default: the hub id or --model)")
     parser.add_argument("--max-batch", type=int, default=16, help="requests decoded together (default 16)")
     args = parser.parse_args(argv)
     if not 0 < args.port < 65536:
         parser.error(f"--port must be 1-65535; got {args.port}")
+    try:
+        check_served_model_name(args.served_model_name)
+    except ValueError as error:
+        parser.error(str(error).replace("served_model_name", "--served-model-name"))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    backend = load_backend(args.model, args.preset, args.max_batch)
+    backend = load_backend(args.model, args.preset, args.max_batch, args.served_model_name)
     api_key = os.environ.get(API_KEY_VARIABLE, "").strip() or None
     print(f"serving {backend.model_id} on http://{HOST}:{args.port}/v1 "
           f"({'API key required' if api_key else 'no API key'})", flush=True)
@@ -497,12 +518,14 @@ class LocalServer:
 
 @contextlib.contextmanager
 def serve_llm(preset: str | None = None, *, model: str | None = None, api_key: str | None = None,
-              max_batch: int = 16, timeout: float = 300) -> Iterator[LocalServer]:
+              max_batch: int = 16, timeout: float = 300, served_model_name: str | None = None) -> Iterator[LocalServer]:
     """Start `python -m utils.llm_server` on a free port, wait until it is ready, stop it afterwards."""
+    check_served_model_name(served_model_name)  # before a process starts: the error names the argument
     port = free_port()
     argv = [sys.executable, "-m", "utils.llm_server", "--port", str(port), "--max-batch", str(max_batch)]
     argv += ["--preset", preset] if preset else []
     argv += ["--model", model] if model else []
+    argv += ["--served-model-name", served_model_name] if served_model_name else []
     env = {API_KEY_VARIABLE: api_key or ""}
     with background_server(argv, port, "/health", env=env, timeout=timeout) as process:
         import httpx
@@ -513,7 +536,7 @@ def serve_llm(preset: str | None = None, *, model: str | None = None, api_key: s
 
 def start_llm_server(preset: str | None = None, **options: Any) -> LocalServer:
     """`serve_llm` for a notebook: start the server and return it; `server.stop()` ends it (so does the kernel's
-    exit). Options as for serve_llm: model, api_key, max_batch, timeout."""
+    exit). Options as for serve_llm: model, served_model_name, api_key, max_batch, timeout."""
     server, stop = keep_open(serve_llm(preset, **options))
     return dataclasses.replace(server, stop=stop)
 
