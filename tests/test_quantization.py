@@ -112,3 +112,36 @@ def test_perplexity_of_a_uniform_model_is_the_vocabulary_size():
 def test_bad_arguments_say_what_was_given(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def tiny_llama():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2)
+    return LlamaForCausalLM(config).eval()
+
+
+@pytest.mark.parametrize("method, bits", [("fp32", 32.0), ("int8", 8 + 32 * 512 / 36864),
+                                          ("nf4", 4.5), ("q4_1", 5.0), ("q3_g32", 3 + 19 / 32),
+                                          ("llm.int8", 8 + 32 * 512 / 36864)])
+def test_quantize_model_stores_the_blocks_in_the_format(method, bits):
+    import logging
+
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    model, ids = tiny_llama(), torch.randint(0, 64, (1, 16))
+    before = [m.weight.detach().clone() for _, m in Q.block_linears(model)]
+    with torch.no_grad():
+        reference = model(ids).logits
+    assert Q.quantize_model(model, method) == pytest.approx(bits)
+    assert len(Q.block_linears(model)) == 14  # 2 blocks x 7 matrices; the head is left alone
+    with torch.no_grad():
+        change = (model(ids).logits - reference).abs().max().item()
+    assert (change == 0) == (method == "fp32") and change < 1.0
+    if method in ("int8", "q3_g32"):  # weights are replaced by values on the format's grid
+        after = [m.weight for _, m in Q.block_linears(model)]
+        levels = max(len(torch.unique(w.reshape(-1, 32)[0])) for w in after)
+        assert levels <= (256 if method == "int8" else 8) and not torch.equal(after[0], before[0])
+    with pytest.raises(ValueError, match="method must be"):
+        Q.quantize_model(model, "q2_k")

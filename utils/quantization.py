@@ -219,3 +219,91 @@ def perplexity(model: Any, ids: "torch.Tensor", window: int) -> float:
             loss = model(chunk, labels=chunk).loss.item()          # mean over window - 1 predictions
             total, count = total + loss * (window - 1), count + window - 1
     return float(torch.tensor(total / count).exp())
+
+
+METHODS = {  # the rows of 05.05's table: how the 210 matrices of the decoder blocks are stored
+    "fp32": "float32 (the Q4_1 file's weights, dequantized)",
+    "int8": "int8, absmax per output channel (ours)",
+    "llm.int8": "int8 + fp outlier columns, LLM.int8() (bitsandbytes Linear8bitLt)",
+    "nf4": "NF4, blocks of 64, fp32 absmax (bitsandbytes Linear4bit)",
+    "q4_1": "Q4_1, blocks of 32, fp16 d and m (gguf quantize, our dequantize)",
+    "q3_g32": "3-bit zero-point, groups of 32, fp16 scale, 3-bit zero (ours)",
+}
+
+
+def block_linears(model: Any) -> list[tuple[str, Any]]:
+    """(name, layer) of every nn.Linear (bitsandbytes' too) inside the decoder blocks; embedding and head excluded."""
+    from torch import nn
+
+    return [(n, m) for n, m in model.model.layers.named_modules() if isinstance(m, nn.Linear)]
+
+
+def quantize_model(model: Any, method: str) -> float:
+    """Store the decoder blocks' matrices of `model` (a Llama) in `method`, IN PLACE; returns bits per weight."""
+    import numpy as np
+    import torch
+
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {sorted(METHODS)}; got {method!r}")
+    linears = block_linears(model)
+    n_weights = sum(m.weight.numel() for _, m in linears)
+    if method == "fp32":
+        return 32.0
+    if method in ("nf4", "llm.int8"):
+        from utils.lora import to_4bit
+
+        to_4bit(model.model.layers) if method == "nf4" else _to_int8(model.model.layers)
+        stored = 0
+        for _, m in block_linears(model):  # bitsandbytes' layers subclass nn.Linear
+            state = getattr(m.weight, "quant_state", None)  # NF4: absmax per block; int8: SCB per row
+            extra = state.absmax if state is not None else m.weight.SCB
+            stored += m.weight.numel() * m.weight.element_size() + extra.numel() * extra.element_size()
+        return stored * 8 / n_weights
+    from gguf import GGMLQuantizationType
+    from gguf.quants import quantize
+
+    rows = sum(m.weight.shape[0] for _, m in linears)
+    # int8: + one fp32 scale per output row; Q4_1: 160 bits per 32 weights; 3-bit: + fp16 scale, 3-bit zero per 32
+    bits = {"int8": 8 + 32 * rows / n_weights, "q4_1": 5.0, "q3_g32": 3 + (16 + 3) / 32}[method]
+    with torch.no_grad():
+        for _, m in linears:
+            w = m.weight
+            if method == "int8":
+                new = fake_quantize(w, 8, scheme="absmax")
+            elif method == "q4_1":
+                raw = quantize(w.numpy().astype(np.float32), GGMLQuantizationType.Q4_1)
+                new = torch.from_numpy(q4_1_dequantize(raw))
+            else:
+                new = fake_quantize(w, 3, group_size=32, scheme="zeropoint")
+            w.copy_(new)
+    return bits
+
+
+def _to_int8(module: Any, threshold: float = 6.0) -> None:
+    """Replace every nn.Linear under `module` by bitsandbytes' LLM.int8() layer (outliers above `threshold`)."""
+    import bitsandbytes as bnb
+    from torch import nn
+
+    for name, child in list(module.named_children()):
+        if isinstance(child, nn.Linear):
+            q = bnb.nn.Linear8bitLt(child.in_features, child.out_features, bias=child.bias is not None,
+                                    has_fp16_weights=False, threshold=threshold)
+            # Int8Params quantizes (absmax per row, int8) when it is moved to a device
+            q.weight = bnb.nn.Int8Params(child.weight.data.clone(), requires_grad=False, has_fp16_weights=False)
+            setattr(module, name, q.to(child.weight.device))
+        else:
+            _to_int8(child, threshold)
+
+
+def tokens_per_second(model: Any, prompt: "torch.Tensor", new_tokens: int) -> float:
+    """Greedy decoding with the KV cache, one stream: new tokens per second after a 2-token warm-up."""
+    import time
+
+    import torch
+
+    settings = dict(do_sample=False, pad_token_id=model.config.eos_token_id)
+    with torch.inference_mode():
+        model.generate(prompt, max_new_tokens=2, min_new_tokens=2, **settings)
+        start = time.perf_counter()
+        model.generate(prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens, **settings)
+    return new_tokens / (time.perf_counter() - start)
