@@ -215,7 +215,7 @@ def perplexity(model: Any, ids: "torch.Tensor", window: int) -> float:
     total, count = 0.0, 0
     with torch.inference_mode():
         for start in range(0, ids.shape[1] - window + 1, window):
-            chunk = ids[:, start:start + window]
+            chunk = ids[:, start:start + window].to(model.device)
             loss = model(chunk, labels=chunk).loss.item()          # mean over window - 1 predictions
             total, count = total + loss * (window - 1), count + window - 1
     return float(torch.tensor(total / count).exp())
@@ -271,11 +271,11 @@ def quantize_model(model: Any, method: str) -> float:
             if method == "int8":
                 new = fake_quantize(w, 8, scheme="absmax")
             elif method == "q4_1":
-                raw = quantize(w.numpy().astype(np.float32), GGMLQuantizationType.Q4_1)
+                raw = quantize(w.detach().float().cpu().numpy(), GGMLQuantizationType.Q4_1)  # gguf: numpy only
                 new = torch.from_numpy(q4_1_dequantize(raw))
             else:
                 new = fake_quantize(w, 3, group_size=32, scheme="zeropoint")
-            w.copy_(new)
+            w.copy_(new.to(w.device, w.dtype))
     return bits
 
 
@@ -303,6 +303,7 @@ def tokens_per_second(model: Any, prompt: "torch.Tensor", new_tokens: int) -> fl
 
     settings = dict(do_sample=False, pad_token_id=model.config.eos_token_id)
     with torch.inference_mode():
+        prompt = prompt.to(model.device)
         model.generate(prompt, max_new_tokens=2, min_new_tokens=2, **settings)
         start = time.perf_counter()
         model.generate(prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens, **settings)
