@@ -109,3 +109,26 @@ def test_notebook_quantizers_equal_utils(nb):
         zq, zs, zz = Q.zeropoint_quantize(w, b, dim=0)
         nq, ns, nz = nb["zeropoint_quantize"](w, b, dim=0)
         assert torch.equal(nq.float(), zq.float()) and torch.allclose(ns, zs) and torch.equal(nz, zz)
+
+
+def test_notebook_gptq_layer_equals_utils_and_beats_rtn(nb):
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(256, 48, generator=gen) @ torch.randn(48, 48, generator=gen)  # correlated inputs
+    w = torch.randn(16, 48, generator=gen)
+    for bits in (3, 4):
+        ours = nb["gptq_layer"](w, x, bits)
+        assert torch.allclose(ours, Q.gptq_quantize(w, x, bits), atol=1e-6)
+        rtn = Q.fake_quantize(w, bits, scheme="zeropoint")
+        assert (x @ (ours - w).T).norm() < (x @ (rtn - w).T).norm()
+
+
+def test_notebook_llm_int8_matmul_keeps_outlier_columns_exact(nb):
+    gen = torch.Generator().manual_seed(8)
+    x, w = torch.randn(32, 64, generator=gen), torch.randn(16, 64, generator=gen)
+    x[:, 5] *= 40  # one outlier feature
+    exact = x @ w.T
+    plain, split = nb["int8_matmul"](x, w), nb["llm_int8_matmul"](x, w)
+    assert (split - exact).norm() < 0.5 * (plain - exact).norm()
+    calm = x.clone()
+    calm[:, 5] /= 40  # no feature above the threshold: the two are the same computation
+    assert torch.equal(nb["int8_matmul"](calm, w), nb["llm_int8_matmul"](calm, w))
