@@ -222,7 +222,7 @@ def perplexity(model: Any, ids: "torch.Tensor", window: int) -> float:
 
 
 METHODS = {  # the rows of 05.05's table: how the 210 matrices of the decoder blocks are stored
-    "fp32": "float32 (the Q4_1 file's weights, dequantized)",
+    "fp32": "float32 as loaded (offline: the Q4_1 file's weights, dequantized)",
     "int8": "int8, absmax per output channel (ours)",
     "llm.int8": "int8 + fp outlier columns, LLM.int8() (bitsandbytes Linear8bitLt)",
     "nf4": "NF4, blocks of 64, fp32 absmax (bitsandbytes Linear4bit)",
