@@ -10,6 +10,11 @@ GRPO: a GRPOTrainer generates groups of completions for a prompt batch; a progra
 the rewards it hands back; `grpo_advantages` on those rewards must equal the advantages trl computed, for every
 `scale_rewards` option. The models are tiny random Llamas with the real SmolLM2 tokenizer: the numbers being
 compared do not depend on the weights being trained.
+
+The comparisons reach into private trainer internals (trl 1.16 and transformers 5.23 are pinned in
+requirements.txt): DPOTrainer._compute_loss and ._metrics, Trainer._prepare_inputs, and
+GRPOTrainer._generate_and_score_completions. `_private` fails with a message naming the pins when an upgrade
+moves one of them, instead of an AttributeError deep in a test.
 """
 
 from __future__ import annotations
@@ -21,6 +26,19 @@ import pytest
 import torch
 
 from utils.preference import dpo_loss, grpo_advantages, reward_metrics, sequence_logprobs
+
+
+def _private(obj, name: str):
+    """obj.name, or a test failure that says which pinned private API an upgrade removed."""
+    if not hasattr(obj, name):
+        import transformers
+        import trl
+
+        pytest.fail(f"{type(obj).__name__}.{name} is gone in trl {trl.__version__} / transformers "
+                    f"{transformers.__version__}: this check reads a PRIVATE trainer internal of the pinned trl==1.16.0 "
+                    f"and transformers==5.23.0 (requirements.txt); find its new name before bumping the pins",
+                    pytrace=False)
+    return getattr(obj, name)
 
 
 @pytest.fixture(scope="module")
@@ -71,11 +89,12 @@ def _dpo_trainer(tok, tmp_path, beta: float, seed: int):
 @pytest.mark.parametrize("beta,seed", [(0.1, 0), (0.5, 1)])
 def test_dpo_loss_and_metrics_match_trl(tok, tmp_path, beta, seed):
     trainer = _dpo_trainer(tok, tmp_path, beta, seed)
-    inputs = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    # _prepare_inputs (transformers), _compute_loss and _metrics (trl) are private: pinned versions, see _private
+    inputs = _private(trainer, "_prepare_inputs")(next(iter(trainer.get_train_dataloader())))
     trainer.model.train()
     with torch.no_grad():
-        trl_loss = trainer._compute_loss(trainer.model, inputs, return_outputs=False)
-    trl_metrics = {k: v[-1] for k, v in trainer._metrics["train"].items() if k.startswith("rewards/")}
+        trl_loss = _private(trainer, "_compute_loss")(trainer.model, inputs, return_outputs=False)
+    trl_metrics = {k: v[-1] for k, v in _private(trainer, "_metrics")["train"].items() if k.startswith("rewards/")}
 
     ids, attn, mask = inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"]
     assert mask.sum(1).min() > 0 and (mask.sum(1) < attn.sum(1)).all()  # every row has a prompt and an answer
@@ -129,7 +148,7 @@ def _grpo_advantages_from_trl(tok, tmp_path, scale: str, seed: int):
     trainer = GRPOTrainer(model=_tiny_llama(tok, seed), reward_funcs=reward, args=args,
                           processing_class=tok, train_dataset=Dataset.from_list(prompts))
     batch = next(iter(trainer.get_train_dataloader()))
-    out = trainer._generate_and_score_completions(batch)
+    out = _private(trainer, "_generate_and_score_completions")(batch)  # private in trl 1.16 (pinned)
     return torch.tensor(recorded), out["advantages"]
 
 
@@ -158,3 +177,14 @@ def test_notebook_functions_equal_utils():
     rewards = torch.randint(0, 3, (12,), generator=gen).float()
     for scale in ("group", "batch", "none"):
         torch.testing.assert_close(nb["grpo_advantages"](rewards, 4, scale), grpo_advantages(rewards, 4, scale))
+
+
+def test_a_removed_private_method_fails_with_a_clear_message():
+    """If a trl upgrade renames a private method the checks use, the failure names it and the pins."""
+    class Renamed:  # a trainer whose _compute_loss was renamed
+        def compute_loss_v2(self):
+            return 0
+
+    with pytest.raises(pytest.fail.Exception, match=r"Renamed\._compute_loss is gone .* PRIVATE .*trl==1\.16\.0"):
+        _private(Renamed(), "_compute_loss")
+    assert _private(Renamed(), "compute_loss_v2")() == 0
