@@ -1,20 +1,19 @@
 """02.06's from-scratch decoding and KV cache against Hugging Face: logits warpers, `generate`, recomputation.
 
-The notebook's functions are imported without running it (`notebook_definitions`). The tiny random GPT is
-initialised so that its predictions are varied and fairly peaked (weights of std 2/sqrt(fan_in): every layer
-changes the residual stream), and its final LayerNorm bias makes the end-of-sequence token often likely: rows
-and beams then finish at different lengths, so padding and beam search's pool of finished hypotheses, length
-penalty and early stopping are all exercised, not only the length limit.
+The notebook's functions are imported without running it (`notebook_definitions`). The tiny random GPT
+(conftest.py's `peaked_gpt`) is initialised so that its predictions are varied and fairly peaked (weights of std
+2/sqrt(fan_in): every layer changes the residual stream), and its final LayerNorm bias makes the end-of-sequence
+token often likely: rows and beams then finish at different lengths, so padding and beam search's pool of finished
+hypotheses, length penalty and early stopping are all exercised, not only the length limit.
 """
 
 import copy
-import math
 from pathlib import Path
 
 import pytest
 import torch
 
-from utils.models.gpt import GPT, GPTConfig, to_hf_gpt2
+from utils.models.gpt import GPTConfig
 from utils.notebooks import notebook_definitions
 
 NOTEBOOK = Path(__file__).resolve().parents[2] / "02_transformers" / "06_pretraining_and_decoding.ipynb"
@@ -28,17 +27,8 @@ def nb():
 
 
 @pytest.fixture(scope="module")
-def pair():
-    torch.manual_seed(0)
-    ours = GPT(TINY)
-    with torch.no_grad():
-        for p in ours.parameters():
-            if p.dim() == 2:
-                p.normal_(0.0, 2.0 / math.sqrt(p.size(-1)))
-        eos_row = ours.transformer.wte.weight[EOS]
-        ours.transformer.ln_f.bias.copy_(2.0 * eos_row / eos_row.norm())  # raises the EOS logit by 2·|LN gain|
-    ours.eval()
-    return ours, to_hf_gpt2(ours).eval()
+def pair(peaked_gpt):
+    return peaked_gpt(TINY, EOS)  # tests/reference/conftest.py
 
 
 def _hf_generate(hf, idx, max_new_tokens, **kwargs):

@@ -1,6 +1,7 @@
 """05.04's from-scratch pieces against the libraries: the SFT example's loss masking against Hugging Face's labels
-convention, the notebook's `reply` against `utils.chat.chat_reply` on the converted model, and the exercises'
-solutions against transformers / torch.
+convention, the notebook's `reply` against `utils.chat.chat_reply` on the converted model, its preference loss
+(DPO + the SFT term on the chosen replies, through `utils.preference`) against trl's DPOTrainer on the same batch,
+and the exercises' solutions against transformers / torch.
 
 The notebook's functions are imported without running it (`notebook_definitions`); the globals they read
 (`tokenizer`, `cfg`, `device`) are put into their namespace here, with a tiny tokenizer and config.
@@ -84,20 +85,47 @@ def test_exercise_solutions_equal_the_libraries(nb, model):
     torch.testing.assert_close(nb["masked_loss"](logits, y), expected, rtol=1e-5, atol=1e-6)
 
 
-def test_reply_logps_equal_hf_and_dpo_loss_starts_at_log_2(nb, model):
+def _as_examples(ids: torch.Tensor, attention: torch.Tensor, mask: torch.Tensor) -> list:
+    """trl's padded rows -> the notebook's (ids, targets) examples: a token of the reply is the target of its
+    predecessor; prompt tokens and padding are never targets."""
+    examples = []
+    for row, n in zip(range(len(ids)), attention.sum(1).tolist()):
+        targets = torch.where(mask[row, 1:n].bool(), ids[row, 1:n], -100).tolist() + [-100]
+        examples.append((ids[row, :n].tolist(), targets))
+    return examples
+
+
+@pytest.mark.parametrize("beta,sft_weight", [(0.1, 1.0), (0.5, 0.3)])
+def test_preference_loss_equals_trl_sigmoid_plus_sft(nb, tmp_path, monkeypatch, beta, sft_weight):
+    """The notebook's DPO + λ·NLL (via utils.preference) == trl's DPOTrainer with loss_type ["sigmoid", "sft"]."""
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
     tokenizer = nb["tokenizer"]
-    examples = [nb["sft_example"](ITEM), nb["sft_example"](ITEM, "Answer: nothing.\nSource: pass")]
-    x, y = nb["pad_batch"](examples)
+    torch.manual_seed(1)
+    config = GPTConfig(vocab_size=len(tokenizer), block_size=96, n_layer=2, n_head=2, n_embd=32, dropout=0.0)
+    policy, reference = GPT(config), GPT(config)
+    reference.load_state_dict(policy.state_dict())
+    with torch.no_grad():  # a reference that differs from the policy: the log-ratios are not all zero
+        for p in reference.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    rows = [{"prompt": "What does pass do?", "chosen": " Nothing.", "rejected": " It loops over a list."},
+            {"prompt": "Why use with?", "chosen": " To close files.", "rejected": " For the loop."},
+            {"prompt": "What is a dict?", "chosen": " A mapping of keys to values.", "rejected": " A list."}]
+    args = DPOConfig(output_dir=str(tmp_path), beta=beta, loss_type=["sigmoid", "sft"], loss_weights=[1.0, sft_weight],
+                     per_device_train_batch_size=3, report_to=[], use_cpu=True, max_length=96)
+    trainer = DPOTrainer(model=to_hf_gpt2(policy), ref_model=to_hf_gpt2(reference), args=args,
+                         processing_class=tokenizer, train_dataset=Dataset.from_list(rows))
+    inputs = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    trainer.model.train()
     with torch.no_grad():
-        ours = nb["reply_logps"](model, x, y)  # (2,)
-        logits = to_hf_gpt2(model).eval()(x).logits  # HF's logits; log p of each row's learned targets, summed
-    for row in range(2):
-        learned = y[row] != -100
-        expected = logits[row][learned].log_softmax(-1).gather(-1, y[row][learned][:, None]).sum()
-        torch.testing.assert_close(ours[row], expected, rtol=1e-5, atol=1e-4)
-    assert int((y[1] != -100).sum()) == len(tokenizer("Answer: nothing.\nSource: pass").input_ids) + 1
-    loss, margins = nb["dpo_loss"](ours[:1], ours[1:], ours[:1], ours[1:], 0.1)  # policy == reference
-    torch.testing.assert_close(loss, torch.log(torch.tensor(2.0)))
-    assert margins.item() == 0.0
-    loss, _ = nb["dpo_loss"](ours[:1] + 5.0, ours[1:], ours[:1], ours[1:], 0.1)  # the preferred reply got likelier
-    assert loss < torch.log(torch.tensor(2.0))
+        trl_loss = trainer._compute_loss(trainer.model, inputs, return_outputs=False)
+    trl_metrics = {k: v[-1] for k, v in trainer._metrics["train"].items() if k.startswith("rewards/")}
+
+    examples = _as_examples(inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"])
+    monkeypatch.setitem(nb, "cfg", SimpleNamespace(block_size=96, batch_size=3, beta=beta, sft_weight=sft_weight))
+    with torch.no_grad():  # trl's own two models (an HF model's output[0] is its logits): only the loss differs
+        loss, ours = nb["preference_loss"](trainer.model, trainer.ref_model, examples[:3], examples[3:])
+    assert abs(ours["rewards/margins"]) > 1e-4  # not a comparison of zeros
+    torch.testing.assert_close(loss, trl_loss, rtol=1e-5, atol=1e-5)
+    assert ours == pytest.approx(trl_metrics, abs=1e-5)

@@ -1,33 +1,22 @@
 """utils.models.gpt's generation features against Hugging Face: KV cache, top-k/top-p, stop tokens, `generate`.
 
-The tiny random GPT is initialised as in test_02_06_decoding.py: weights of std 2/sqrt(fan_in) make its
-predictions varied and peaked, and its final LayerNorm bias makes the stop token often likely, so rows finish at
-different steps and the padding of finished rows is exercised, not only the length limit.
+The tiny random GPT is conftest.py's `peaked_gpt`, shared with test_02_06_decoding.py: weights of std
+2/sqrt(fan_in) make its predictions varied and peaked, and its final LayerNorm bias makes the stop token often
+likely, so rows finish at different steps and the padding of finished rows is exercised, not only the length limit.
 """
-
-import math
 
 import pytest
 import torch
 
-from utils.models.gpt import GPT, GPTConfig, KVCache, sample_next, to_hf_gpt2, top_k_filter, top_p_filter
+from utils.models.gpt import GPTConfig, KVCache, sample_next, top_k_filter, top_p_filter
 
 TINY = GPTConfig(vocab_size=24, block_size=40, n_layer=2, n_head=2, n_embd=32)
 EOS, OTHER_STOP = 5, 7
 
 
 @pytest.fixture(scope="module")
-def pair():
-    torch.manual_seed(0)
-    ours = GPT(TINY)
-    with torch.no_grad():
-        for p in ours.parameters():
-            if p.dim() == 2:
-                p.normal_(0.0, 2.0 / math.sqrt(p.size(-1)))
-        eos_row = ours.transformer.wte.weight[EOS]
-        ours.transformer.ln_f.bias.copy_(2.0 * eos_row / eos_row.norm())  # raises the EOS logit
-    ours.eval()
-    return ours, to_hf_gpt2(ours).eval()
+def pair(peaked_gpt):
+    return peaked_gpt(TINY, EOS)  # tests/reference/conftest.py
 
 
 def _prompt(batch, length, seed):
