@@ -30,7 +30,7 @@ def _executed(*texts: str, title: str = "# 01.02 · PyTorch fundamentals") -> nb
 
 
 def test_provenance_reads_the_preset_and_each_stand_in_once():
-    found = site.provenance(_executed(PRESET_SMOKE, STANDIN, STANDIN.replace("1,437 train", "360 test")))
+    found = site.provenance(_executed(PRESET_SMOKE, STANDIN, STANDIN, STANDIN.replace("1,437 train", "360 test")))
     assert (found.preset, found.standin_mode) == ("smoke", "smoke preset")
     assert found.standins == ["mnist → sklearn digits upscaled to 28×28 (1,437 train images)",
                               "mnist → sklearn digits upscaled to 28×28 (360 test images)"]
@@ -79,7 +79,8 @@ def test_rewrite_links_points_at_pages_or_at_the_repository(target, as_url, expe
 
 def test_site_notebook_adds_banner_localises_badge_and_drops_widget_views():
     nb = _executed(PRESET_SMOKE, STANDIN)
-    bar = v4.new_output("display_data", data={"text/plain": "100%|██████████| 5/5", site.WIDGET_VIEW: {"model_id": "a"}})
+    bar = v4.new_output("display_data", data={"text/plain": "100%|██████████| 5/5",
+                                              site.WIDGET_VIEW: {"model_id": "a"}})
     nb.cells[1].outputs.append(bar)
     nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
     copy = site.site_notebook(nb, "01_deep_learning/02_pytorch_fundamentals.ipynb", "smoke", set(), TIMES, REPO)

@@ -93,17 +93,14 @@ def rewrite_links(text: str, name: str, pages: set[str], repo_url: str, as_url: 
         if re.match(r"^[a-z][a-z0-9+.-]*:|^#|^/", target, re.I):  # http:, mailto:, data:, #anchor, /root
             return match[0]
         path, hash_, anchor = target.partition("#")
-        resolved = posixpath.normpath(posixpath.join(folder, path))
-        if posixpath.basename(resolved) == "README.md":
-            resolved = posixpath.join(posixpath.dirname(resolved), "index.md").removeprefix("./")
-        if resolved not in pages:  # a file of the repository, or a notebook this build leaves out
-            source = resolved.replace("index.md", "README.md") if resolved.endswith("index.md") else resolved
-            return f"{match[1]}{repo_url}/blob/main/{source}{hash_}{anchor}"
+        resolved = posixpath.normpath(posixpath.join(folder, path))  # from the repository's root
+        page = re.sub(r"(^|/)README\.md$", r"\1index.md", resolved)  # a README is its folder's index page
+        if page not in pages:  # a file of the repository, or a notebook this build leaves out
+            return f"{match[1]}{repo_url}/blob/main/{resolved}{hash_}{anchor}"
         if as_url:
-            here = page_url(name) or "."
-            new = posixpath.relpath(page_url(resolved) or ".", here) + "/"
+            new = posixpath.relpath(page_url(page) or ".", page_url(name) or ".") + "/"
         else:
-            new = posixpath.relpath(resolved, folder or ".")
+            new = posixpath.relpath(page, folder or ".")
         return f"{match[1]}{new}{hash_}{anchor}"
 
     return LINK.sub(fix, text)
@@ -152,7 +149,8 @@ def layout(root: Path, executed: Path, preset: str, docs: Path) -> list:
     if docs.exists():
         shutil.rmtree(docs)  # a page left from an earlier build would be published with stale outputs
     nav: list = [{"Home": "index.md"}]
-    for name, source in [("index.md", root / "README.md"), *((f"{m}/index.md", root / m / "README.md") for m in modules)]:
+    readmes = [("index.md", root / "README.md"), *((f"{m}/index.md", root / m / "README.md") for m in modules)]
+    for name, source in readmes:
         text = rewrite_links(source.read_text(encoding="utf-8"), name, pages, repo_url, as_url=False)
         (docs / name).parent.mkdir(parents=True, exist_ok=True)
         (docs / name).write_text(text, encoding="utf-8")
