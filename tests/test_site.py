@@ -120,3 +120,40 @@ def test_layout_without_executed_notebooks_says_how_to_make_them(tmp_path):
         site.layout(ROOT, tmp_path, "smoke", tmp_path / "docs")
     with pytest.raises(ValueError, match="preset 'big' is not one of"):
         site.layout(ROOT, tmp_path, "big", tmp_path / "docs")
+
+
+def _make_site(folder: Path, *args: str) -> list[str]:
+    """The commands `make -n site` would run in `folder` (a copy of the Makefile with one notebook)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("make") is None:
+        pytest.skip("needs GNU make")
+    result = subprocess.run(["make", "-n", "site", f"VENV={folder / 'venv'}", *args], cwd=folder,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    commands = result.stdout.replace("\\\n", " ").splitlines()  # a recipe continued with "\" is one command
+    return [line for line in commands if "utils.course run" in line or "utils.site" in line]
+
+
+def test_make_site_executes_only_what_changed_at_the_preset_asked(tmp_path):
+    import os
+
+    (tmp_path / "Makefile").write_text((ROOT / "Makefile").read_text(encoding="utf-8"), encoding="utf-8")
+    for name in ("requirements.txt", "pyproject.toml", "00_prerequisites/00_start_here.ipynb",
+                 "venv/.installed", "build/executed/smoke/00_prerequisites/00_start_here.ipynb"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("{}", encoding="utf-8")
+    source = tmp_path / "00_prerequisites/00_start_here.ipynb"
+    executed = tmp_path / "build/executed/smoke/00_prerequisites/00_start_here.ipynb"
+    os.utime(tmp_path / "venv/.installed", (2e9, 2e9))  # the environment is installed
+    os.utime(source, (1.9e9, 1.9e9))
+    os.utime(executed, (1.95e9, 1.95e9))  # executed after its last change: nothing to run again
+    assert [line.split()[-1] for line in _make_site(tmp_path)] == ["build/executed/smoke"]  # only utils.site
+    os.utime(source, (1.99e9, 1.99e9))  # the notebook changed since
+    run, build = _make_site(tmp_path)
+    assert "--preset smoke" in run and "HF_HUB_OFFLINE=1" in run and "00_prerequisites/00_start_here.ipynb" in run
+    assert "utils.site --preset smoke --executed build/executed/smoke" in build
+    run, build = _make_site(tmp_path, "PRESET=laptop")  # never executed at laptop; laptop may download
+    assert "--preset laptop --out build/executed/laptop" in run and "HF_HUB_OFFLINE" not in run
+    assert "utils.site --preset laptop --executed build/executed/laptop" in build
