@@ -33,7 +33,7 @@ PY_OK        := -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if v in ((3
 TEST_ENV := COURSE_PRESET=smoke HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 \
             HF_HUB_DISABLE_TELEMETRY=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=1 PYTHONHASHSEED=0
 
-.PHONY: help install kernel lab test run chat release stamp times benchmark clean
+.PHONY: help install kernel lab test run chat release stamp times benchmark site clean
 
 help:
 	@echo "make lab        open JupyterLab on the whole course at the start-here notebook (installs .venv the first time)"
@@ -44,6 +44,7 @@ help:
 	@echo "make install    create .venv (or use VENV=...) from requirements.txt and install the course helpers"
 	@echo "make kernel     register the Jupyter kernels of the environment (lab and test do it every time)"
 	@echo "make release    build the student release (solutions removed) in build/student"
+	@echo "make site       the course site in build/site/<preset>/html from every notebook executed at PRESET (default smoke)"
 	@echo "make benchmark  time every notebook (PRESET as for run, smoke by default) and print a table"
 	@echo "make stamp      re-stamp the Colab badge and setup block into every notebook"
 	@echo "make times      write recorded run times into the module READMEs and notebook headers"
@@ -105,6 +106,21 @@ times: $(INSTALLED)
 
 benchmark: $(INSTALLED)
 	$(BIN)/python benchmarks/run_notebooks.py $(if $(RUN_PRESET),--preset $(RUN_PRESET))
+
+# The course site (docs/site.md). Each notebook is executed into build/executed/<preset>/ and executed again
+# only when the notebook is newer than that copy: make's own execution cache (`make -j2 site` runs two at a
+# time). A run that fails leaves no copy behind, so it is never published. The smoke preset runs offline,
+# as the tests do; PRESET=laptop on a networked machine publishes the laptop outputs.
+SITE_PRESET  := $(or $(PRESET),smoke)
+EXECUTED_DIR := build/executed/$(SITE_PRESET)
+EXECUTED     := $(addprefix $(EXECUTED_DIR)/,$(sort $(wildcard 0[0-5]_*/*.ipynb)))
+
+site: $(EXECUTED)
+	$(BIN)/python -m utils.site --preset $(SITE_PRESET) --executed $(EXECUTED_DIR)
+
+$(EXECUTED_DIR)/%.ipynb: %.ipynb | kernel
+	$(if $(filter smoke,$(SITE_PRESET)),$(TEST_ENV)) $(BIN)/python -m utils.course run $< \
+		--preset $(SITE_PRESET) --out $(EXECUTED_DIR) || { rm -f $@; exit 1; }
 
 clean:
 	rm -rf build .pytest_cache
