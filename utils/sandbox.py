@@ -55,29 +55,32 @@ def _mount(source: str | None, target: str | Path, fstype: str | None, flags: in
     _libc("mount", encode(source), encode(target), encode(fstype), ctypes.c_ulong(flags), encode(data))
 
 
-def _private_folders(paths: list[Path]) -> dict[Path, set[str]]:
-    """{folder that others cannot enter: the names inside it that lead to `paths`} (e.g. /root: {.pyenv})."""
-    needed: dict[Path, set[str]] = {}
+def _private_folders(paths: list[Path]) -> dict[Path, list[Path]]:
+    """{topmost folder that others cannot enter: the paths inside it the sandbox needs} (/root: [.pyenv/...])."""
+    needed: dict[Path, set[Path]] = {}
     for path in paths:
-        for parent in reversed(path.parents):
-            child = path.parts[len(parent.parts)]
-            if not parent.stat().st_mode & 0o001:  # no "x" for others: uid could not pass through it
-                needed.setdefault(parent, set()).add(child)
-    return needed
+        private = next((p for p in reversed(path.parents) if not p.stat().st_mode & 0o001), None)
+        if private is not None:  # no "x" for others on `private`: uid could not pass through it
+            needed.setdefault(private, set()).add(path.relative_to(private))
+    # A path inside another needed path comes along with it.
+    return {folder: [r for r in sorted(rels) if not any(o != r and o in r.parents for o in rels)]
+            for folder, rels in needed.items()}
 
 
 def _open_private_folders(paths: list[Path], stage: Path) -> None:
-    """Over each private folder on the way to `paths`, an empty read-only tmpfs holding only what leads on."""
+    """Over each private folder on the way to `paths`, an empty read-only tmpfs with only `paths` bound in it."""
     _mount(None, "/", None, MS_REC | MS_PRIVATE, None)  # nothing done here reaches the machine's mounts
-    for folder, children in sorted(_private_folders(paths).items(), key=lambda item: len(item[0].parts)):
-        stage.mkdir(mode=0o700, exist_ok=True)  # root only: uid never sees the folder whole through it
-        _mount(str(folder), stage, None, MS_BIND | MS_REC, None)
+    for number, (folder, inside) in enumerate(sorted(_private_folders(paths).items())):
+        staged = stage.with_name(f"{stage.name}-{number}")
+        staged.mkdir(mode=0o700)  # root only: uid never sees the private folder whole through it
+        _mount(str(folder), staged, None, MS_BIND | MS_REC, None)
         _mount("tmpfs", folder, "tmpfs", 0, "mode=0755,size=1m")
-        for child in children:
-            (folder / child).mkdir() if (stage / child).is_dir() else (folder / child).touch()
-            _mount(str(stage / child), folder / child, None, MS_BIND | MS_REC, None)
+        for relative in inside:
+            target = folder / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.mkdir() if (staged / relative).is_dir() else target.touch()
+            _mount(str(staged / relative), target, None, MS_BIND | MS_REC, None)
         _mount(None, folder, None, MS_BIND | MS_REMOUNT | MS_RDONLY, None)  # uid adds nothing next to them
-        stage = stage.with_name(stage.name + "+")  # the next folder needs its own staging point
 
 
 def _unshare_network() -> None:
@@ -111,9 +114,11 @@ def enter(uid: int, memory_bytes: int) -> None:
         raise ValueError(f"uid must be a positive user id (not root); got {uid}.")
     _unshare_network()
     # What the kernel must reach: this Python (the venv and the installation it links to), the folders on
-    # PYTHONPATH (the course's utils) and its own folder; the staging point sits next to that folder.
-    paths = [Path(p).resolve() for p in (sys.base_prefix, sys.prefix, Path.cwd(),
-                                         *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep)))]
+    # PYTHONPATH (the course's utils), the course's cache if one is given, and its own folder; the staging
+    # points sit next to that folder.
+    given = [*os.environ.get("PYTHONPATH", "").split(os.pathsep), os.environ.get("COURSE_CACHE", "")]
+    paths = [Path(p).resolve() for p in (sys.base_prefix, sys.prefix, Path.cwd(), *filter(None, given))]
+    paths = [p for p in paths if p.exists()]
     _open_private_folders(paths, Path.cwd().parent / f".stage-{uid}")
     _give_folder(Path.cwd(), uid)
     _limit(memory_bytes)
