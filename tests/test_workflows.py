@@ -99,4 +99,4 @@ def test_main_publishes_the_site_and_the_student_edition():
 
 def test_the_readme_says_the_workflows_cannot_run_here():
     text = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert ".github/workflows/" in text and "cannot run GitHub" in text
+    assert ".github/workflows/" in text and "cannot be run outside GitHub" in text
