@@ -154,7 +154,7 @@ def test_a_crashing_kernel_scores_what_it_reached(graded):
 def test_an_endless_loop_is_stopped_at_the_time_limit(graded):
     assert graded["frank_loop"].ended == "timed out"
     assert graded["frank_loop"].exercises == ["passed", "not reached"]
-    assert 20 < graded["frank_loop"].seconds < 60
+    assert 25 <= graded["frank_loop"].seconds < 200  # the limit, plus starting the kernel on a busy machine
 
 
 @needs_sandbox

@@ -169,10 +169,16 @@ def run_graded(nb: nbformat.NotebookNode, box: Path, uid: int | None, preset: st
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
     km = _kernel_manager(box, uid, memory_bytes)
-    deadline = time.monotonic() + time_limit
-    # One limit for the whole notebook: each cell may use what the cells before it left.
+    deadline: list[float] = []
+
+    def time_left(cell: object) -> int:
+        """One limit for the whole notebook, from its first cell: each cell may use what the others left."""
+        deadline.append(deadline[0] if deadline else time.monotonic() + time_limit)
+        return max(1, int(deadline[0] - time.monotonic()))
+
+    # Starting the kernel has its own limit (startup_timeout), so a busy machine does not eat the notebook's.
     client = NotebookClient(nb, km=km, allow_errors=True, kernel_name="python3", startup_timeout=120,
-                            timeout_func=lambda cell: max(1, int(deadline - time.monotonic())),
+                            timeout_func=time_left,
                             resources={"metadata": {"path": str(box)}})
     started = [-1]
     client.on_cell_execute = lambda cell, cell_index: started.append(cell_index)
