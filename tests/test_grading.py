@@ -21,6 +21,7 @@ import nbformat
 import pytest
 
 from utils import grading, sandbox
+from utils.grading_report import gradebook_rows
 from utils import notebooks as nbs
 from utils.student import student_notebook
 
@@ -105,6 +106,7 @@ def write_tree(public: Path, port: int) -> None:
         "dan_stub": submission(None),  # the release as it was handed out
         "erin_crash": submission([GOOD[0], "import os\nos._exit(3)"]),
         "frank_loop": submission([GOOD[0], "while True:\n    pass"]),
+        "gina_memory": submission(["hoard = bytearray(6 * 2**30)\n" + GOOD[0], GOOD[1]]),  # over the 4 GiB limit
         "mallory_attack": submission([attack(public, port), GOOD[1]]),
         "zed": submission(GOOD),  # the victim: graded after the attack
     }
@@ -128,7 +130,8 @@ def graded(public: Path, server) -> dict[str, grading.Graded]:
 def executed_text(public: Path, student: str) -> str:
     """Everything the executed copy of a student's notebook printed."""
     nb = nbs.read_notebook(public / "out" / "executed" / student / NAME)
-    return "".join(o.get("text", "") + o.get("evalue", "") for c in nb.cells for o in c.get("outputs", []))
+    return "".join(o.get("text", "") + o.get("ename", "") + o.get("evalue", "") for c in nb.cells
+                   for o in c.get("outputs", []))
 
 
 @needs_sandbox
@@ -158,6 +161,13 @@ def test_an_endless_loop_is_stopped_at_the_time_limit(graded):
 
 
 @needs_sandbox
+def test_memory_is_limited_and_the_kernel_survives_running_out(graded, public):
+    assert "MemoryError" in executed_text(public, "gina_memory")
+    assert graded["gina_memory"].exercises == ["failed", "passed"]
+    assert graded["gina_memory"].ended == "ran to the end"
+
+
+@needs_sandbox
 def test_an_attack_deletes_nothing_reaches_nothing_and_leaves_nothing(graded, public, server):
     text = executed_text(public, "mallory_attack")
     assert "DELETED" not in text and text.count("kept ") == 3 and "PermissionError" in text
@@ -179,7 +189,7 @@ def test_the_gradebook_has_a_row_per_exercise_a_summary_and_a_plot(graded, publi
     assert {r["status"] for r in rows} == {"passed", "failed", "not reached"}
     assert sum(int(r["passed"]) for r in rows) == sum(g.score for g in graded.values())
     summary = (public / "out" / "summary.md").read_text()
-    assert f"| 00_prerequisites/{NAME} | 2 | 4 | 8 | 50% |" in summary
+    assert f"| 00_prerequisites/{NAME} | 2 | 5 | 9 | 56% |" in summary
     assert (public / "out" / "summary.png").stat().st_size > 1000
 
 
@@ -211,6 +221,13 @@ def test_a_submission_without_answers_is_missing_every_exercise():
     assert answers == 0
     assert "no answer in the submission" in nb.cells[2].source
     assert grading.exercise_statuses(nb, answers, -1, "ran to the end") == ["missing", "missing"]
+
+
+def test_a_notebook_that_is_not_in_the_course_gets_one_row_and_no_kernel(tmp_path):
+    graded, executed = grading.grade_one("eve", tmp_path / "my_notes.ipynb", {}, tmp_path, None, {})
+    assert executed is None and graded.ended == "unknown notebook"
+    rows = gradebook_rows([graded])
+    assert [(r["exercise"], r["status"], r["passed"]) for r in rows] == [(0, "missing", 0)]
 
 
 def test_grading_refuses_to_run_untrusted_code_unsandboxed(tmp_path, monkeypatch):

@@ -169,12 +169,12 @@ def run_graded(nb: nbformat.NotebookNode, box: Path, uid: int | None, preset: st
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
     km = _kernel_manager(box, uid, memory_bytes)
-    deadline: list[float] = []
+    first_cell: list[float] = []  # when the first cell started
 
     def time_left(cell: object) -> int:
         """One limit for the whole notebook, from its first cell: each cell may use what the others left."""
-        deadline.append(deadline[0] if deadline else time.monotonic() + time_limit)
-        return max(1, int(deadline[0] - time.monotonic()))
+        first_cell[:] = first_cell or [time.monotonic()]
+        return max(1, int(first_cell[0] + time_limit - time.monotonic()))
 
     # Starting the kernel has its own limit (startup_timeout), so a busy machine does not eat the notebook's.
     client = NotebookClient(nb, km=km, allow_errors=True, kernel_name="python3", startup_timeout=120,
