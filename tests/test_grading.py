@@ -106,6 +106,7 @@ def write_tree(public: Path, port: int) -> None:
         "dan_stub": submission(None),  # the release as it was handed out
         "erin_crash": submission([GOOD[0], "import os\nos._exit(3)"]),
         "frank_loop": submission([GOOD[0], "while True:\n    pass"]),
+        "hank_flood": submission([GOOD[0], "for _ in range(20_000):\n    print('x' * 500)\nanswer = 42"]),
         "gina_memory": submission(["hoard = bytearray(6 * 2**30)\n" + GOOD[0], GOOD[1]]),  # over the 4 GiB limit
         "mallory_attack": submission([attack(public, port), GOOD[1]]),
         "zed": submission(GOOD),  # the victim: graded after the attack
@@ -168,6 +169,14 @@ def test_memory_is_limited_and_the_kernel_survives_running_out(graded, public):
 
 
 @needs_sandbox
+def test_a_flood_of_output_is_cut_and_still_graded(graded, public):
+    executed = public / "out" / "executed" / "hank_flood" / NAME
+    assert executed.stat().st_size < 3 * grading.OUTPUT_LIMIT  # it printed 10 MB
+    assert grading.OUTPUT_CUT in executed_text(public, "hank_flood")
+    assert graded["hank_flood"].exercises == ["passed", "passed"]
+
+
+@needs_sandbox
 def test_an_attack_deletes_nothing_reaches_nothing_and_leaves_nothing(graded, public, server):
     text = executed_text(public, "mallory_attack")
     assert "DELETED" not in text and text.count("kept ") == 3 and "PermissionError" in text
@@ -189,7 +198,7 @@ def test_the_gradebook_has_a_row_per_exercise_a_summary_and_a_plot(graded, publi
     assert {r["status"] for r in rows} == {"passed", "failed", "not reached"}
     assert sum(int(r["passed"]) for r in rows) == sum(g.score for g in graded.values())
     summary = (public / "out" / "summary.md").read_text()
-    assert f"| 00_prerequisites/{NAME} | 2 | 5 | 9 | 56% |" in summary
+    assert f"| 00_prerequisites/{NAME} | 2 | 6 | 10 | 60% |" in summary
     assert (public / "out" / "summary.png").stat().st_size > 1000
 
 

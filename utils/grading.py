@@ -34,6 +34,8 @@ from utils import sandbox
 UID_BASE = 1_900_000_000  # far above any real account; each submission gets UID_BASE + a number of its own
 CODE_ROOT = Path(__file__).resolve().parent.parent  # the folder holding this `utils`: the kernels import it
 STATUSES = ("passed", "failed", "not reached", "missing")  # of one exercise
+OUTPUT_LIMIT = 1_000_000  # characters of output kept per cell
+OUTPUT_CUT = f"\n[the grader kept the first {OUTPUT_LIMIT:,} characters of this cell's output]\n"
 
 
 @dataclass
@@ -161,11 +163,30 @@ def end_processes_of(uid: int) -> int:
     return killed
 
 
+def _capped_client_class() -> type:
+    """nbclient's NotebookClient, keeping at most OUTPUT_LIMIT characters of output per cell.
+
+    A submission that prints gigabytes would otherwise fill the grader's memory and the executed copy.
+    """
+    from nbclient import NotebookClient
+
+    class CappedClient(NotebookClient):
+        def output(self, outs: list, msg: dict, display_id: str | None, cell_index: int) -> object:
+            size = self.__dict__.setdefault("_sizes", {}).get(cell_index, 0) + len(str(msg.get("content", "")))
+            self._sizes[cell_index] = size
+            if size <= OUTPUT_LIMIT:
+                return super().output(outs, msg, display_id, cell_index)
+            if not outs or outs[-1].get("text") != OUTPUT_CUT:  # say so once, then drop the rest
+                outs.append(nbformat.v4.new_output("stream", name="stderr", text=OUTPUT_CUT))
+            return None
+
+    return CappedClient
+
+
 def run_graded(nb: nbformat.NotebookNode, box: Path, uid: int | None, preset: str, time_limit: float,
                memory_bytes: int, cache: Path | None = None) -> tuple[str, float, int]:
     """Execute `nb` in place in folder `box`: (how it ended, seconds, last cell started). Errors do not stop it."""
     from jupyter_core.utils import run_sync
-    from nbclient import NotebookClient
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
     km = _kernel_manager(box, uid, memory_bytes)
@@ -177,7 +198,7 @@ def run_graded(nb: nbformat.NotebookNode, box: Path, uid: int | None, preset: st
         return max(1, int(first_cell[0] + time_limit - time.monotonic()))
 
     # Starting the kernel has its own limit (startup_timeout), so a busy machine does not eat the notebook's.
-    client = NotebookClient(nb, km=km, allow_errors=True, kernel_name="python3", startup_timeout=120,
+    client = _capped_client_class()(nb, km=km, allow_errors=True, kernel_name="python3", startup_timeout=120,
                             timeout_func=time_left,
                             resources={"metadata": {"path": str(box)}})
     started = [-1]
