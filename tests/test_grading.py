@@ -171,7 +171,7 @@ def test_memory_is_limited_and_the_kernel_survives_running_out(graded, public):
 @needs_sandbox
 def test_a_flood_of_output_is_cut_and_still_graded(graded, public):
     executed = public / "out" / "executed" / "hank_flood" / NAME
-    assert executed.stat().st_size < 3 * grading.OUTPUT_LIMIT  # it printed 10 MB
+    assert executed.stat().st_size < 3_000_000  # it printed 10 MB
     assert grading.OUTPUT_CUT in executed_text(public, "hank_flood")
     assert graded["hank_flood"].exercises == ["passed", "passed"]
 
@@ -220,7 +220,8 @@ def test_without_the_sandbox_the_same_attack_does_delete():
 
 def test_answers_that_redefine_a_check_are_flagged():
     nb, answers, flags = grading.graded_notebook(course_notebook(), submission(
-        ["import utils.checks\nutils.checks.check_function = print\ndef double(x):\n    return x", "check_equal = 1"]))
+        ["import utils.checks\nutils.checks.check_function = print\ndef double(x):\n    return x",
+         "from utils.checks import check_equal\nfrom fake import check_close as check_equal\nanswer = 42"]))
     assert answers == 2
     assert flags == ["exercise 1 redefines check_function", "exercise 2 redefines check_equal"]
 

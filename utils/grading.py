@@ -78,28 +78,24 @@ def answer_cells(nb: nbformat.NotebookNode) -> list[int]:
 
 def check_cells(nb: nbformat.NotebookNode) -> list[int]:
     """Index of the self-check cell of each exercise: the first code cell after each `solution` cell."""
-    checks = []
-    for i in answer_cells(nb):
-        checks.append(next(j for j in range(i + 1, len(nb.cells)) if nb.cells[j].cell_type == "code"))
-    return checks
+    return [next(j for j in range(i + 1, len(nb.cells)) if nb.cells[j].cell_type == "code") for i in answer_cells(nb)]
 
 
 def redefined_checks(source: str) -> list[str]:
-    """Names of the course's checks (`check_...`, `utils.checks`) that an answer assigns or imports again."""
+    """The course's check names (`check_...`, `CheckFailed`) that an answer binds anew: def, =, import."""
     try:
         tree = ast.parse(source)
     except SyntaxError:
         return []  # it fails its check anyway
     names = set()
     for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name.startswith("check_"):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             names.add(node.name)
-        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store) and node.id.startswith("check_"):
-            names.add(node.id)
-        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store) and (
-                node.attr.startswith("check_") or node.attr == "CheckFailed"):
-            names.add(node.attr)
-    return sorted(names)
+        elif isinstance(node, (ast.Name, ast.Attribute)) and isinstance(node.ctx, ast.Store):
+            names.add(node.id if isinstance(node, ast.Name) else node.attr)
+        elif isinstance(node, ast.ImportFrom) and node.module != "utils.checks":  # the real ones are fine
+            names.update(alias.asname or alias.name for alias in node.names)
+    return sorted(n for n in names if n.startswith("check_") or n == "CheckFailed")
 
 
 def graded_notebook(course: nbformat.NotebookNode, submitted: nbformat.NotebookNode
