@@ -11,7 +11,9 @@ real.
 from __future__ import annotations
 
 import csv
+import os
 import shutil
+import signal
 import socket
 import tempfile
 import threading
@@ -74,7 +76,7 @@ def server():
 
 def attack(public: Path, port: int) -> str:
     """An answer that tries to delete the grader's output, another submission and the course, to reach the
-    network and a server on the grader's 127.0.0.1, and leaves a process behind; then answers correctly."""
+    network and a server on the grader's 127.0.0.1, and leaves a process and files behind; then answers."""
     targets = [public / "out", public / "submissions" / "zed", public / "course"]
     return f"""import os, shutil, socket, subprocess
 # Hint: multiply by two.
@@ -91,6 +93,10 @@ for address in [("127.0.0.1", {port}), ("1.1.1.1", 53)]:
     except OSError as error:
         print("no connection to", address, error)
 print("left behind", subprocess.Popen(["sleep", "300"], start_new_session=True).pid)
+for folder in ("/tmp", "/dev/shm"):
+    with open(f"{{folder}}/mallory-{port}", "w") as leftover:
+        leftover.write("left behind")
+print(next(line for line in open("/proc/self/status") if line.startswith("NoNewPrivs")))
 
 def double(x):
     return 2 * x"""
@@ -184,6 +190,8 @@ def test_an_attack_deletes_nothing_reaches_nothing_and_leaves_nothing(graded, pu
     assert not server[1], "the sandboxed kernel reached the grader's 127.0.0.1"
     pid = int(text.split("left behind ")[1].split()[0])
     assert not Path(f"/proc/{pid}").exists() or "sleep" not in Path(f"/proc/{pid}/cmdline").read_text()
+    assert not Path(f"/tmp/mallory-{server[0]}").exists() and not Path(f"/dev/shm/mallory-{server[0]}").exists()
+    assert "NoNewPrivs:\t1" in text  # no setuid program can give a privilege back
     assert (public / "course" / "00_prerequisites" / NAME).is_file()
     assert (public / "out" / "earlier-grades.csv").read_text() == "kept\n"
     assert (public / "submissions" / "zed" / "notes.txt").is_file()
@@ -214,7 +222,14 @@ def test_without_the_sandbox_the_same_attack_does_delete():
         grading.grade(victims / "course", victims / "only", victims / "report", use_sandbox=False, time_limit=60)
         assert not (victims / "submissions" / "zed").exists()
         assert not (victims / "out").exists()
-    finally:
+    finally:  # unsandboxed, nobody cleans up after the attack but this test
+        executed = victims / "report" / "executed" / "mallory_attack" / NAME
+        printed = "".join(o.get("text", "") for o in nbs.read_notebook(executed).cells[2].outputs
+                          ) if executed.is_file() else ""
+        if "left behind " in printed:
+            os.kill(int(printed.split("left behind ")[1].split()[0]), signal.SIGKILL)
+        for leftover in ("/tmp/mallory-9", "/dev/shm/mallory-9"):
+            Path(leftover).unlink(missing_ok=True)
         shutil.rmtree(victims, ignore_errors=True)
 
 

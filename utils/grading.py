@@ -18,7 +18,6 @@ from __future__ import annotations
 import ast
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -145,20 +144,6 @@ def _kernel_manager(box: Path, uid: int | None, memory_bytes: int) -> "AsyncKern
     return km
 
 
-def end_processes_of(uid: int) -> int:
-    """Kill every process still running as `uid` (a submission's leftovers); returns how many."""
-    killed = 0
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            line = next(l for l in status.read_text().splitlines() if l.startswith("Uid:"))
-            if int(line.split()[1]) == uid:
-                os.kill(int(status.parent.name), signal.SIGKILL)
-                killed += 1
-        except (OSError, StopIteration, ValueError):  # it ended meanwhile
-            continue
-    return killed
-
-
 def _capped_client_class() -> type:
     """nbclient's NotebookClient, keeping at most OUTPUT_LIMIT characters of output per cell.
 
@@ -210,7 +195,7 @@ def run_graded(nb: nbformat.NotebookNode, box: Path, uid: int | None, preset: st
         if km.has_kernel:
             run_sync(km.shutdown_kernel)(now=True)
         if uid is not None:
-            end_processes_of(uid)  # whatever it started in the background dies with it
+            sandbox.clean_up(uid)  # whatever it started or left in /tmp goes with it
     return ended, time.monotonic() - start, started[-1]
 
 
@@ -241,7 +226,7 @@ def _check_sandbox(work: Path, uid: int, memory_bytes: int) -> None:
              sys.executable, "-c", "import ipykernel, utils.checks"]
     env = {"PATH": os.defpath, "HOME": str(box), "PYTHONPATH": str(CODE_ROOT)}
     done = subprocess.run(probe, cwd=box, env=env, capture_output=True, text=True, timeout=120)
-    end_processes_of(uid)
+    sandbox.clean_up(uid)
     if done.returncode:
         raise ValueError("a sandboxed kernel cannot start here; the unprivileged user must be able to read "
                          f"{sys.prefix} and {CODE_ROOT}:\n{done.stderr.strip()[-800:]}")

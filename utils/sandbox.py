@@ -9,10 +9,11 @@ so a notebook may still talk to a server it starts itself on 127.0.0.1), (2) in 
 lays a read-only, empty folder over every private folder (mode 0700, such as /root) on the way to the Python
 it runs, and binds back only the part it needs, so UID can start Python and sees nothing else of them,
 (3) hands the current folder, its private copy, to UID, (4) caps memory, processes, file sizes and core dumps,
-(5) drops every privilege to UID and (6) replaces itself with the command. Each submission gets its own UID, so two submissions can neither
-signal each other's processes nor write each other's files, and the grader can end every process that UID
-left behind. Linux only: it uses unshare(2) and setuid(2) through the C library, as `unshare -n` and
-`setpriv` (util-linux) do.
+(5) drops every privilege to UID, for good (no setuid program can give one back), and (6) replaces itself
+with the command. Each submission gets its own UID, so two submissions can neither signal each other's
+processes nor write each other's files, and `clean_up(UID)` afterwards ends every process and removes every
+file in the shared temporary folders that UID left behind. Linux only: it uses unshare(2), mount(2), prctl(2)
+and setuid(2) through the C library, as `unshare` and `setpriv` (util-linux) do.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import ctypes
 import fcntl
 import os
 import resource
+import shutil
 import socket
 import struct
 import sys
@@ -29,6 +31,8 @@ from pathlib import Path
 CLONE_NEWNET, CLONE_NEWNS = 0x40000000, 0x00020000  # <sched.h>: new network / mount namespaces
 MS_RDONLY, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 0x1, 0x20, 0x1000, 0x4000, 0x40000  # <sys/mount.h>
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1  # <linux/sockios.h>, <net/if.h>
+PR_SET_NO_NEW_PRIVS = 38  # <linux/prctl.h>: execve() never grants privileges again (setuid bits ignored)
+SHARED_TMP = ("/tmp", "/var/tmp", "/dev/shm")  # folders every user may write to
 MAX_PROCESSES = 256  # per UID: enough for a kernel and its DataLoader workers, not for a fork bomb
 MAX_FILE_BYTES = 2 * 2**30  # no single file over 2 GiB: a submission cannot fill the disk with one write
 
@@ -83,8 +87,8 @@ def _open_private_folders(paths: list[Path], stage: Path) -> None:
         _mount(None, folder, None, MS_BIND | MS_REMOUNT | MS_RDONLY, None)  # uid adds nothing next to them
 
 
-def _unshare_network() -> None:
-    """Leave the machine's network: from here on only a fresh loopback interface exists."""
+def _unshare() -> None:
+    """New network and mount namespaces: from here on only a fresh loopback interface exists."""
     _libc("unshare", CLONE_NEWNET | CLONE_NEWNS)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:  # `ip link set lo up`, without iproute2
         request = struct.pack("16sH", b"lo", 0)
@@ -112,7 +116,7 @@ def enter(uid: int, memory_bytes: int) -> None:
         raise ValueError(reason)
     if uid <= 0:
         raise ValueError(f"uid must be a positive user id (not root); got {uid}.")
-    _unshare_network()
+    _unshare()
     # What the kernel must reach: this Python (the venv and the installation it links to), the folders on
     # PYTHONPATH (the course's utils), the course's cache if one is given, and its own folder; the staging
     # points sit next to that folder.
@@ -122,9 +126,31 @@ def enter(uid: int, memory_bytes: int) -> None:
     _open_private_folders(paths, Path.cwd().parent / f".stage-{uid}")
     _give_folder(Path.cwd(), uid)
     _limit(memory_bytes)
+    _libc("prctl", PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
     os.setgroups([])
     os.setgid(uid)
     os.setuid(uid)  # last: after it, nothing above could be done again
+
+
+def clean_up(uid: int) -> tuple[int, int]:
+    """Kill every process still running as `uid` and remove its files in SHARED_TMP: (processes, files)."""
+    killed = removed = 0
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            line = next(line for line in status.read_text().splitlines() if line.startswith("Uid:"))
+            if int(line.split()[1]) == uid:
+                os.kill(int(status.parent.name), 9)  # SIGKILL
+                killed += 1
+        except (OSError, StopIteration, ValueError):  # it ended meanwhile
+            continue
+    for entry in (e for folder in SHARED_TMP if os.path.isdir(folder) for e in os.scandir(folder)):
+        try:
+            if entry.stat(follow_symlinks=False).st_uid == uid:
+                shutil.rmtree(entry.path) if entry.is_dir(follow_symlinks=False) else os.unlink(entry.path)
+                removed += 1
+        except OSError:
+            continue
+    return killed, removed
 
 
 def main(argv: list[str]) -> None:
