@@ -1,10 +1,12 @@
-"""The course's command line: `python -m utils.course {stamp,release,run,times,list}` (or `course ...`).
+"""The course's command line: `python -m utils.course {stamp,release,run,times,list,grade,plan}` (or `course ...`).
 
     stamp [--check] [NB ...]     write the shared badge + Colab setup block into notebooks
     release [--out DIR]          the student release: solutions become stubs; utils, README, Makefile
     run NB ... | --all           execute notebooks headless at a preset, print wall times
     times [--check]              copy benchmarks/times.json into module READMEs and notebooks
     list                         every notebook with its title
+    grade SUBMISSIONS/           run students' notebooks in a sandbox; a gradebook (utils/grading.py)
+    plan [--weeks 12]            the cohort plan docs/cohort_plan.md from the measured times (utils/cohort.py)
 
 `--root DIR`, given before the command, points it at another checkout (tests use a temporary one).
 """
@@ -249,7 +251,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m utils.course", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", type=Path, default=None, help="course checkout (default: this one)")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{stamp,release,run,times,list}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{stamp,release,run,times,list,grade,plan}")
     p = sub.add_parser("stamp", help="write the Colab badge and setup block into notebooks")
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 if any notebook is stale")
     p.add_argument("notebooks", nargs="*", type=Path, help="default: every notebook")
@@ -271,6 +273,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 if anything is stale")
     p.add_argument("--times-file", type=Path, default=None, help="default: benchmarks/times.json")
     sub.add_parser("list", help="every notebook with its title")
+    p = sub.add_parser("grade", help="run submitted notebooks in a sandbox and write a gradebook")
+    p.add_argument("submissions", type=Path, help="a folder: SUBMISSIONS/<student>/<course notebook file>")
+    p.add_argument("--out", type=Path, default=None, help="default: build/grades")
+    p.add_argument("--preset", choices=PRESETS, default="smoke", help="default: smoke")
+    p.add_argument("--time-limit", type=float, default=600, help="seconds per notebook (default 600)")
+    p.add_argument("--memory-gib", type=float, default=8, help="memory per kernel (default 8)")
+    p.add_argument("--cache", type=Path, default=None, help="a read-only COURSE_CACHE (docs/instructors.md)")
+    p.add_argument("--no-sandbox", action="store_true", help="run as yourself, with network: trusted notebooks only")
+    p = sub.add_parser("plan", help="the cohort plan: pacing, prerequisites graph, GPU needs")
+    p.add_argument("--weeks", type=int, default=12, help="course length in weeks (default 12)")
+    p.add_argument("--out", type=Path, default=None, help="default: docs/cohort_plan.md")
     return parser
 
 
@@ -333,8 +346,27 @@ def _cmd_list(args: argparse.Namespace, root: Path) -> int:
     return 0
 
 
+def _cmd_grade(args: argparse.Namespace, root: Path) -> int:
+    from utils.grading import grade
+
+    out = args.out or root / "build" / "grades"
+    results = grade(root, args.submissions, out, preset=args.preset, time_limit=args.time_limit,
+                    memory_gib=args.memory_gib, cache=args.cache, use_sandbox=not args.no_sandbox)
+    print(f"graded {len(results)} notebooks: {out / 'gradebook.csv'}, summary.md, summary.png")
+    return 0
+
+
+def _cmd_plan(args: argparse.Namespace, root: Path) -> int:
+    from utils.cohort import write_plan
+
+    out = args.out or root / "docs" / "cohort_plan.md"
+    write_plan(root, out, args.weeks)
+    print(f"wrote the {args.weeks}-week cohort plan to {out}")
+    return 0
+
+
 COMMANDS = {"stamp": _cmd_stamp, "release": _cmd_release, "run": _cmd_run, "times": _cmd_times,
-            "list": _cmd_list}
+            "list": _cmd_list, "grade": _cmd_grade, "plan": _cmd_plan}
 
 
 def main(argv: list[str] | None = None) -> int:
