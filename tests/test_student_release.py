@@ -104,9 +104,12 @@ def test_a_release_notebook_with_the_solutions_filled_in_passes_its_self_checks(
     assert len(exercises) == len(solutions)
     for cell, solution in zip(exercises, solutions):
         cell.source = solution  # what a student who solved everything would have written
+    nb.cells.append(nbformat.v4.new_code_cell("import utils.stored_checks\nprint(utils.stored_checks.__file__)"))
     nbformat.write(nb, str(path))
     message, executed = _execute(path, pythonpath=release_copy)
     assert not message, message[-3000:]
+    used = Path(executed.cells[-1].outputs[0]["text"].strip())
+    assert used == release_copy / "utils" / "stored_checks.py", "the kernel did not use the release's utils"
     runs = [c for c in executed.cells if "run_self_check(" in c.source]
     assert len(runs) == len(solutions)
     for cell in runs:  # each stored check ran in the notebook and printed its "✓ ... passed" line(s)
