@@ -185,6 +185,9 @@ def test_the_release_has_what_a_student_needs(student_release):
     assert not (student_release / "utils" / "templates").exists() and not (student_release / "tests").exists()
     readme = (student_release / "README.md").read_text(encoding="utf-8")
     assert "make lab" in readme and "make check" in readme and "no `make test`" in readme
+    # The guide for a self-learner: how to start, how self-checks and hints work, how to compare with solutions.
+    assert "make lab-student" in readme and "*exercises*" in readme and "/tree/student)" in readme
+    assert "fuller hint" in readme and "show_self_check(" in readme and "*solutions*" in readme
     assert "git clone" not in readme and "CONTRIBUTING" not in readme, "the student README sends students elsewhere"
 
 
