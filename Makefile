@@ -33,7 +33,7 @@ PY_OK        := -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if v in ((3
 TEST_ENV := COURSE_PRESET=smoke HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 \
             HF_HUB_DISABLE_TELEMETRY=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=1 PYTHONHASHSEED=0
 
-.PHONY: help install kernel lab test run chat release stamp times benchmark site clean
+.PHONY: help install kernel lab lab-student test run chat release stamp times benchmark site clean
 
 help:
 	@echo "make lab        open JupyterLab on the whole course at the start-here notebook (installs .venv the first time)"
@@ -43,12 +43,13 @@ help:
 	@echo "make chat       start the chatbot app of 03.03 on http://127.0.0.1:8001 with the course's LLM server [CHAT_ARGS=...]"
 	@echo "make install    create .venv (or use VENV=...) from requirements.txt and install the course helpers"
 	@echo "make kernel     register the Jupyter kernels of the environment (lab and test do it every time)"
-	@echo "make release    build the student release (solutions removed) in build/student"
+	@echo "make lab-student  open JupyterLab on the student edition in build/student (built the first time)"
+	@echo "make release    build the student edition (exercises without solutions) in build/student [RELEASE_ARGS=...]"
 	@echo "make site       the course site in build/site/<preset>/html from every notebook executed at PRESET (default smoke)"
 	@echo "make benchmark  time every notebook (PRESET as for run, smoke by default) and print a table"
 	@echo "make stamp      re-stamp the Colab badge and setup block into every notebook"
 	@echo "make times      write recorded run times into the module READMEs and notebook headers"
-	@echo "make clean      remove build outputs (keeps .venv)"
+	@echo "make clean      remove build outputs (keeps .venv and build/student, where your answers may be)"
 	@echo "Any target with VENV=\$$CONDA_PREFIX uses that (conda) environment instead of .venv."
 
 install: $(INSTALLED)
@@ -95,8 +96,23 @@ run: $(INSTALLED)
 chat: $(INSTALLED)
 	$(BIN)/python -m utils.chatbot_app $(CHAT_ARGS)
 
+# The student edition (utils/student.py). It never replaces notebooks a student changed in it. The workflow
+# that publishes it to the `student` branch runs `make release` too; RELEASE_ARGS="--colab-url URL" points
+# its badges and Colab installs at another repository than pyproject.toml's.
+STUDENT_DIR  := build/student
 release: $(INSTALLED)
-	$(BIN)/python -m utils.course release
+	$(BIN)/python -m utils.course release --out $(STUDENT_DIR) $(RELEASE_ARGS)
+
+# The student edition, built the first time only (its marker file is the target), opened like `make lab`.
+# PYTHONPATH puts the edition's own `utils` first: it holds the stored self-checks the course's lacks.
+$(STUDENT_DIR)/.student-release: | $(INSTALLED)
+	$(BIN)/python -m utils.course release --out $(STUDENT_DIR) $(RELEASE_ARGS)
+
+lab-student: $(STUDENT_DIR)/.student-release kernel
+	PYTHONPATH="$(abspath $(STUDENT_DIR))$${PYTHONPATH:+:$$PYTHONPATH}" \
+	JUPYTER_PATH="$(abspath $(VENV))/share/jupyter$${JUPYTER_PATH:+:$$JUPYTER_PATH}" \
+	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir="$(abspath $(STUDENT_DIR))" \
+		--LabApp.default_url=/lab/tree/$(LANDING) $(ROOT_FLAG) $(LAB_ARGS)
 
 stamp: $(INSTALLED)
 	$(BIN)/python -m utils.course stamp
@@ -122,5 +138,6 @@ $(EXECUTED_DIR)/%.ipynb: %.ipynb | kernel
 	$(if $(filter smoke,$(SITE_PRESET)),$(TEST_ENV)) $(BIN)/python -m utils.course run $< \
 		--preset $(SITE_PRESET) --out $(EXECUTED_DIR) || { rm -f $@; exit 1; }
 
+# build/student stays: a student's answers may be in it (`make release` replaces it when they are not).
 clean:
-	rm -rf build .pytest_cache
+	rm -rf $(filter-out $(STUDENT_DIR),$(wildcard build/*)) .pytest_cache

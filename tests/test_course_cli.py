@@ -99,8 +99,10 @@ def test_badge_and_install_url_come_from_pyproject(course: Path) -> None:
     url = pyproject["project"]["urls"]["Repository"].rstrip("/")
     slug = url.removeprefix("https://github.com/")
     text = course.read_text(encoding="utf-8")
-    assert f"https://colab.research.google.com/github/{slug}/blob/main/{NB}" in text
-    assert f"genai-course-utils[colab] @ git+{url}" in text
+    assert f"https://colab.research.google.com/github/{slug}/blob/main/{NB}" in text  # solutions
+    assert f"https://colab.research.google.com/github/{slug}/blob/student/{NB}" in text  # exercises
+    setup = nbs.read_notebook(course).cells[2].source
+    assert f'genai-course-utils[colab] @ git+{url}"' in setup  # the course installs its default branch
 
 
 def test_stamp_check_fails_on_stale_notebook_and_passes_after_stamping(tmp_path: Path, capsys) -> None:
@@ -258,19 +260,56 @@ def test_release_names_notebook_and_cell_of_a_broken_solution(tmp_path: Path, ca
     assert f"{NB}, cell 5: the solution cell does not parse" in capsys.readouterr().err
 
 
-def test_release_removes_the_colab_badge_unless_told_where_the_release_lives(course: Path, tmp_path: Path) -> None:
-    # The course's badge opens the course's notebook on Colab, solutions included: not for students.
-    out = tmp_path / "student"
+def test_release_badges_and_colab_install_point_at_the_student_branch(course: Path, tmp_path: Path) -> None:
+    # The release is published to the `student` branch: its exercises badge opens it there, its solutions
+    # badge opens the course on main, and on Colab it installs the student branch's utils (stored checks).
+    out, url = tmp_path / "student", nbs.repository_url()
     assert main(["--root", str(tmp_path), "release", "--out", str(out)]) == 0
     released = nbformat.read(str(out / NB), as_version=4)
-    assert "colab-badge" not in released.cells[0].source
     assert released.cells[0].source.startswith("# 00.01 · Demo")
-    url = "https://github.com/a-school/genai-student"
-    assert main(["--root", str(tmp_path), "release", "--out", str(out), "--colab-url", url]) == 0
+    assert released.cells[0].source.splitlines()[-1] == nbs.badge_line(NB, url)
+    assert f"genai-course-utils[colab] @ git+{url}@student\"" in released.cells[2].source
+    other = "https://github.com/a-school/genai-course"  # a school publishing its own fork
+    assert main(["--root", str(tmp_path), "release", "--out", str(out), "--colab-url", other]) == 0
     released = nbformat.read(str(out / NB), as_version=4)
-    assert nbs.badge_line(NB, url) in released.cells[0].source
-    assert f"@ git+{url}" in released.cells[2].source
-    assert url in (out / "README.md").read_text(encoding="utf-8")
+    assert nbs.badge_line(NB, other) in released.cells[0].source
+    assert f"@ git+{other}@student\"" in released.cells[2].source
+    assert f"{other}/tree/student" in (out / "README.md").read_text(encoding="utf-8")
+
+
+def test_release_moves_the_self_check_out_of_the_notebook(course: Path, tmp_path: Path) -> None:
+    out = tmp_path / "student"
+    assert main(["--root", str(tmp_path), "release", "--out", str(out)]) == 0
+    check = nbformat.read(str(out / NB), as_version=4).cells[6]
+    assert check.source == ('from utils.stored_checks import run_self_check\n\n'
+                            'run_self_check("00_demo/01_demo", 1)  # checks hypotenuse, answer; '
+                            'a fuller hint appears only if it fails')
+    assert "math.hypot" not in (out / NB).read_text(encoding="utf-8")  # the reference ...
+    assert "use math.sqrt." not in (out / NB).read_text(encoding="utf-8")  # ... and the fuller hint are gone
+    stored = out / "utils" / "self_checks" / "00_demo" / "01_demo.py"
+    text = stored.read_text(encoding="utf-8")
+    assert "# %% self-check 1: checks hypotenuse, answer\n" + CHECK in text  # moved whole, unchanged
+    compile(text, str(stored), "exec")  # a Python file a student can open and read
+    assert nbformat.read(str(course), as_version=4).cells[6].source == CHECK  # the course keeps its cell
+
+
+def test_release_refuses_a_solution_without_its_self_check(tmp_path: Path, capsys) -> None:
+    path = make_course(tmp_path)
+    nb = nbformat.read(str(path), as_version=4)
+    nb.cells[6].source = "print(answer)"  # no check_* call: nothing to move, and nothing checks the answer
+    nbformat.write(nb, str(path))
+    assert main(["--root", str(tmp_path), "release", "--out", str(tmp_path / "student")]) == 2
+    assert f"{NB}, cell 5: a solution cell must be followed by its self-check" in capsys.readouterr().err
+
+
+def test_a_new_release_never_replaces_notebooks_a_student_changed(course: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "student"
+    assert main(["--root", str(tmp_path), "release", "--out", str(out)]) == 0
+    work = (out / NB).read_text(encoding="utf-8").replace("raise NotImplementedError", "return 5.0  # mine")
+    (out / NB).write_text(work, encoding="utf-8")
+    assert main(["--root", str(tmp_path), "release", "--out", str(out)]) == 2
+    assert f"holds your work: {NB} changed since the release was written" in capsys.readouterr().err
+    assert (out / NB).read_text(encoding="utf-8") == work
 
 
 def test_release_refuses_a_bad_colab_url_and_the_course_folder_as_its_output(course: Path, tmp_path: Path,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import json
 import os
 import re
 import shutil
@@ -59,19 +61,81 @@ def test_the_release_has_no_solutions_and_valid_notebooks(student_release):
         assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
 
 
-def test_a_self_check_fails_on_the_stub_with_the_hint(student_release, monkeypatch):
-    # Execute the released start-here notebook: it must run up to the first exercise's self-check and fail
-    # there with the helpful message, not with a NameError or a crash earlier on.
-    monkeypatch.setenv("COURSE_PRESET", "smoke")
-    path = student_release / "00_prerequisites" / "00_start_here.ipynb"
+def _execute(path: Path, pythonpath: Path | None = None) -> tuple[str, nbformat.NotebookNode]:
+    """Run a release notebook in the smoke preset: the error that stopped it ("" if none), the executed copy."""
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
-    with pytest.raises(CellExecutionError) as failure:
-        client.execute()
-    message = str(failure.value)
+    env = {**os.environ, "COURSE_PRESET": "smoke", "OMP_NUM_THREADS": "1"}
+    if pythonpath:  # as `make lab-student` does: the release's own utils first
+        env["PYTHONPATH"] = f"{pythonpath}{os.pathsep}{env.get('PYTHONPATH', '')}"
+    client = NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
+    try:
+        client.execute(env=env)
+    except CellExecutionError as failure:
+        return str(failure), nb
+    return "", nb
+
+
+def test_a_self_check_fails_on_the_stub_with_the_fuller_hint_and_no_answer(student_release):
+    # Execute the released start-here notebook: it must run up to the first exercise's self-check and fail
+    # there with the helpful message, not with a NameError or a crash earlier on. Here the kernel's utils is
+    # the course's (as in a plain `make lab`), which finds the stored checks in the release around the notebook.
+    message, _ = _execute(student_release / "00_prerequisites" / "00_start_here.ipynb")
     assert "CheckFailed" in message, message[-2000:]
     assert "mean_squared_error is not implemented yet" in message, message[-2000:]
-    assert "subtract, square element-wise, then average" in message, "the hint is missing from the failure"
+    assert "subtract, square element-wise, then average" in message, "the nudge is missing from the failure"
+    assert "Hint: average the squared differences" in message, "the fuller hint is missing from the failure"
+    assert 'show_self_check("00_prerequisites/00_start_here", 1)' in message  # where to compare, once tried
+    assert "sklearn_mse" not in message and "random_pair" not in message, "the failure shows the check's code"
+
+
+# Cheap notebooks whose self-checks must pass once the exercises hold the course's own solutions.
+FILLED = ["00_prerequisites/00_start_here.ipynb", "00_prerequisites/02_numpy.ipynb"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", FILLED)
+def test_a_release_notebook_with_the_solutions_filled_in_passes_its_self_checks(student_release, tmp_path, name):
+    solutions = [c.source for c in nbs.read_notebook(ROOT / name).cells if "solution" in nbs.cell_tags(c)]
+    release_copy = tmp_path / "release"  # a copy: the module fixture stays a fresh release for other tests
+    shutil.copytree(student_release, release_copy)
+    path = release_copy / name
+    nb = nbs.read_notebook(path)
+    exercises = [c for c in nb.cells if "exercise" in nbs.cell_tags(c)]
+    assert len(exercises) == len(solutions)
+    for cell, solution in zip(exercises, solutions):
+        cell.source = solution  # what a student who solved everything would have written
+    nb.cells.append(nbformat.v4.new_code_cell("import utils.stored_checks\nprint(utils.stored_checks.__file__)"))
+    nbformat.write(nb, str(path))
+    message, executed = _execute(path, pythonpath=release_copy)
+    assert not message, message[-3000:]
+    used = Path(executed.cells[-1].outputs[0]["text"].strip())
+    assert used == release_copy / "utils" / "stored_checks.py", "the kernel did not use the release's utils"
+    runs = [c for c in executed.cells if "run_self_check(" in c.source]
+    assert len(runs) == len(solutions)
+    for cell in runs:  # each stored check ran in the notebook and printed its "✓ ... passed" line(s)
+        printed = "".join(o.get("text", "") for o in cell.outputs if o.get("output_type") == "stream")
+        assert "✓" in printed, f"{name}: {cell.source!r} printed {printed!r}"
+
+
+def test_the_release_notebooks_hold_no_self_check_code(student_release):
+    # Every self-check cell of the course is in the release, unchanged, but in utils/self_checks/ and not in
+    # the notebook: neither its reference code nor its fuller hint can be read under the exercise.
+    for original in nbs.find_notebooks(ROOT):
+        name = original.relative_to(ROOT).as_posix().removesuffix(".ipynb")
+        cells = nbs.read_notebook(original).cells
+        checks = [next(c for c in cells[i + 1:] if c.cell_type == "code").source
+                  for i, c in enumerate(cells) if "solution" in nbs.cell_tags(c)]
+        released = (student_release / f"{name}.ipynb").read_text(encoding="utf-8")
+        stored = student_release / "utils" / "self_checks" / f"{name}.py"
+        text = stored.read_text(encoding="utf-8")
+        compile(text, str(stored), "exec")
+        for number, check in enumerate(checks, start=1):
+            assert f'run_self_check(\\"{name}\\", {number})' in released, f"{name}: no run of self-check {number}"
+            hints = [kw.value.value for node in ast.walk(ast.parse(check)) if isinstance(node, ast.Call)
+                     for kw in node.keywords if kw.arg == "hint" and isinstance(kw.value, ast.Constant)]
+            for hint in hints:
+                assert json.dumps(hint)[1:-1] not in released, f"{name}: the fuller hint {hint!r} is in sight"
+            assert f"\n{check.rstrip()}\n" in text, f"{name}: self-check {number} was not stored unchanged"
 
 
 # --- the stubs keep the author's text ------------------------------------------------------------
@@ -121,6 +185,9 @@ def test_the_release_has_what_a_student_needs(student_release):
     assert not (student_release / "utils" / "templates").exists() and not (student_release / "tests").exists()
     readme = (student_release / "README.md").read_text(encoding="utf-8")
     assert "make lab" in readme and "make check" in readme and "no `make test`" in readme
+    # The guide for a self-learner: how to start, how self-checks and hints work, how to compare with solutions.
+    assert "make lab-student" in readme and "*exercises*" in readme and "/tree/student)" in readme
+    assert "fuller hint" in readme and "show_self_check(" in readme and "*solutions*" in readme
     assert "git clone" not in readme and "CONTRIBUTING" not in readme, "the student README sends students elsewhere"
 
 
@@ -186,3 +253,28 @@ def test_the_course_command_runs_inside_the_release(student_release):
     assert Path(lines[0]).resolve() == (student_release / "utils" / "course.py").resolve()  # the release's own
     listed = [line.split()[0] for line in lines[1:]]
     assert listed == [p.relative_to(ROOT).as_posix() for p in nbs.find_notebooks(ROOT)]
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_lab_student_builds_the_release_once_and_serves_it_with_its_own_utils(tmp_path):
+    student = ROOT / "build" / "student"
+    lab = _make(ROOT, "lab-student", f"VENV={tmp_path / 'venv'}")  # a fresh environment: every step is printed
+    assert lab.returncode == 0, lab.stderr
+    if not (student / ".student-release").is_file():  # built only when there is none yet
+        assert "-m utils.course release --out build/student" in lab.stdout
+    command = lab.stdout[lab.stdout.index("PYTHONPATH="):]
+    assert command.startswith(f'PYTHONPATH="{student}') and f'--ServerApp.root_dir="{student}"' in command
+    assert "--LabApp.default_url=/lab/tree/00_prerequisites/00_start_here.ipynb" in command
+    assert "--ServerApp.ip=127.0.0.1" in command
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_clean_keeps_the_student_edition_where_answers_may_be(tmp_path):
+    shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
+    for name in ("build/student/00_prerequisites/00_start_here.ipynb", "build/executed/smoke/x.ipynb"):
+        (tmp_path / name).parent.mkdir(parents=True)
+        (tmp_path / name).write_text("{}", encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "VENV")}
+    subprocess.run(["make", "clean"], cwd=tmp_path, check=True, capture_output=True, timeout=60, env=env)
+    assert (tmp_path / "build/student/00_prerequisites/00_start_here.ipynb").is_file()
+    assert not (tmp_path / "build" / "executed").exists()

@@ -1,7 +1,7 @@
 """The course's command line: `python -m utils.course {stamp,release,run,times,list,grade,plan}` (or `course ...`).
 
     stamp [--check] [NB ...]     write the shared badge + Colab setup block into notebooks
-    release [--out DIR]          the student release: solutions become stubs; utils, README, Makefile
+    release [--out DIR]          the student release: solutions become stubs, self-checks move to utils/
     run NB ... | --all           execute notebooks headless at a preset, print wall times
     times [--check]              copy benchmarks/times.json into module READMEs and notebooks
     list                         every notebook with its title
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import os
 import shutil
@@ -28,7 +29,7 @@ from pathlib import Path
 from nbformat import NotebookNode
 
 from utils import notebooks as nbs
-from utils import student
+from utils import stored_checks, student
 from utils.progress_bars import finish_progress_bars
 from utils.runtime import PRESETS, repo_root, setting
 
@@ -53,30 +54,52 @@ def stamp(root: Path, paths: list[Path], check: bool = False) -> list[str]:
     return changed
 
 
+def _edited_notebooks(out: Path) -> list[str]:
+    """The notebooks of the release in `out` that changed since `release` wrote them (a student's work)."""
+    try:
+        written = json.loads((out / RELEASE_MARKER).read_text(encoding="utf-8")).get("notebooks", {})
+    except json.JSONDecodeError:  # a marker from before the fingerprints: nothing to compare with
+        return []
+    return sorted(name for name, digest in written.items() if (out / name).is_file()
+                  and hashlib.sha256((out / name).read_bytes()).hexdigest() != digest)
+
+
 def release(root: Path, out: Path, colab_url: str | None = None) -> tuple[int, int]:
     """Build the student release in `out`; returns (notebooks, exercises stubbed).
 
-    Every notebook with its solutions stubbed, the module READMEs, `utils`, the install files, and a README
-    and Makefile written for students (utils/templates/student/). See utils/student.py.
+    Every notebook with its solutions stubbed and its self-checks moved to utils/self_checks/, the module
+    READMEs, `utils`, the install files, and a README and Makefile written for students
+    (utils/templates/student/). Its badges and Colab installs point at the branch nbs.STUDENT_BRANCH of the
+    repository `colab_url` (default: pyproject's), where a workflow publishes it. A release whose notebooks a
+    student has edited is never replaced.
     """
     if out.resolve() == root.resolve():
         raise ValueError(f"--out {out} is the course itself: its notebooks would be replaced by stubs.")
-    if colab_url:
-        nbs.github_slug(colab_url)  # a clear error before anything is written
+    url = colab_url or nbs.repository_url()
+    nbs.github_slug(url)  # a clear error for a bad URL before anything is written
     if out.is_dir() and any(out.iterdir()):
         if not (out / RELEASE_MARKER).is_file():
             raise ValueError(f"--out {out} is a folder that is not a student release; choose a new or empty one.")
+        if edited := _edited_notebooks(out):
+            raise ValueError(f"{out} holds your work: {', '.join(edited)} changed since the release was written. "
+                             "Copy your notebooks elsewhere (or release to another --out), then run it again.")
         shutil.rmtree(out)  # an older release: replaced whole, so no stale notebook or file survives
-    notebooks, exercises = nbs.find_notebooks(root), 0
+    notebooks, exercises, written = nbs.find_notebooks(root), 0, {}
     for path in notebooks:
         name = nbs.relative_name(path, root)
-        copy, stubbed = student.student_notebook(nbs.read_notebook(path), name, colab_url)
-        nbs.write_if_changed(out / name, nbs.notebook_text(copy))
-        exercises += stubbed
+        copy, checks = student.student_notebook(nbs.read_notebook(path), name, url)
+        written[name] = nbs.notebook_text(copy)
+        nbs.write_if_changed(out / name, written[name])
+        if checks:
+            stored = out / "utils" / stored_checks.CHECKS_DIR / f"{name.removesuffix('.ipynb')}.py"
+            nbs.write_if_changed(stored, stored_checks.checks_file(name.removesuffix(".ipynb"), checks))
+        exercises += len(checks)
     student.copy_course_files(root, out)
-    student.write_student_files(root, out, colab_url)
-    (out / RELEASE_MARKER).write_text("Written by `python -m utils.course release`; the next release replaces "
-                                      "this whole folder.\n", encoding="utf-8")
+    student.write_student_files(root, out, url)
+    marker = {"note": "Written by `python -m utils.course release`; the next release replaces this folder "
+                      "unless a notebook changed since (its SHA-256 is below).",
+              "notebooks": {n: hashlib.sha256(t.encode()).hexdigest() for n, t in written.items()}}
+    (out / RELEASE_MARKER).write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
     return len(notebooks), exercises
 
 
@@ -258,8 +281,8 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("release", help="the student release: solutions stubbed, ready for `make lab`")
     p.add_argument("--out", type=Path, default=None, help="default: build/student")
     p.add_argument("--colab-url", default=None, metavar="URL",
-                   help="GitHub URL where the release will be published: Colab badges point there "
-                        "(default: no badges, since the course's own badges open the solutions)")
+                   help=f"GitHub repository the release is published to, on branch {nbs.STUDENT_BRANCH}: "
+                        "its badges and Colab installs point there (default: pyproject's Repository)")
     p = sub.add_parser("run", help="execute notebooks headless and time them")
     p.add_argument("notebooks", nargs="*", type=Path)
     p.add_argument("--all", action="store_true", help="every notebook of the course")

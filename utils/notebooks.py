@@ -28,6 +28,11 @@ from utils.runtime import PRESETS, repo_root
 PACKAGE = "genai-course-utils"
 MODULE_GLOB = "0[0-5]_*"
 BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
+# The two editions of every notebook on GitHub, each opened in Colab by its own badge: the course itself
+# (solutions included) on main, and the student release (utils/student.py), published by a workflow to the
+# branch STUDENT_BRANCH of the same repository, its root the contents of build/student.
+SOLUTIONS_BRANCH = "main"
+STUDENT_BRANCH = "student"
 SETUP_BEGIN = "# --- course setup (stamped by `python -m utils.course stamp`; edit utils/notebooks.py, not here) ---"
 SETUP_END = "# --- end course setup ---"
 # nbformat 4.5: a cell id is 1-64 letters, digits, "-" or "_", unique within its notebook.
@@ -43,7 +48,7 @@ import sys
 if "google.colab" in sys.modules:  # on Colab only: install the course helpers (never torch)
     import importlib, subprocess
 
-    course = "genai-course-utils[colab] @ git+{url}"
+    course = "genai-course-utils[colab] @ git+{url}{ref}"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", course], check=True)
     importlib.invalidate_caches()  # let this running kernel see the new packages
 {end}'''
@@ -241,15 +246,25 @@ def github_slug(url: str) -> str:
     return f"{match[1]}/{match[2]}"
 
 
+def colab_link(relative_path: str, url: str, branch: str = SOLUTIONS_BRANCH) -> str:
+    """The Colab address that opens the notebook `relative_path` of `branch` in the repository at `url`."""
+    if not re.fullmatch(r"[\w.-]+(/[\w.-]+)*", branch):
+        raise ValueError(f"branch {branch!r} is not a git branch name such as 'main' or 'student'.")
+    return f"https://colab.research.google.com/github/{github_slug(url)}/blob/{branch}/{relative_path}"
+
+
 def badge_line(relative_path: str, url: str) -> str:
-    """The 'Open in Colab' badge for the notebook at `relative_path` in the repository at `url`."""
-    target = f"https://colab.research.google.com/github/{github_slug(url)}/blob/main/{relative_path}"
-    return f"[![Open In Colab]({BADGE_IMAGE})]({target})"
+    """The two 'Open in Colab' badges of a notebook: its exercises (student branch) and its solutions (main)."""
+    exercises, solutions = (colab_link(relative_path, url, b) for b in (STUDENT_BRANCH, SOLUTIONS_BRANCH))
+    return (f"Open in Colab: [![Open the exercises in Colab]({BADGE_IMAGE})]({exercises}) exercises · "
+            f"[![Open the solutions in Colab]({BADGE_IMAGE})]({solutions}) solutions")
 
 
-def setup_block(url: str) -> str:
-    """The stamped top of every setup cell, for the repository at `url`."""
-    return SETUP_TEMPLATE.format(begin=SETUP_BEGIN, end=SETUP_END, url=url)
+def setup_block(url: str, branch: str = SOLUTIONS_BRANCH) -> str:
+    """The stamped top of every setup cell: on Colab it installs `utils` from `branch` of the repository."""
+    colab_link("x.ipynb", url, branch)  # the same checks of url and branch as the badges
+    ref = "" if branch == SOLUTIONS_BRANCH else f"@{branch}"  # main is the default branch: no ref needed
+    return SETUP_TEMPLATE.format(begin=SETUP_BEGIN, end=SETUP_END, url=url, ref=ref)
 
 
 # --- stamping ------------------------------------------------------------------------------------
@@ -282,15 +297,20 @@ def _stamp_setup(cell: nbformat.NotebookNode, block: str, where: str) -> None:
     cell.source = block + ("\n\n" + "\n".join(rest) if rest else "")
 
 
-def stamp_notebook(nb: nbformat.NotebookNode, relative_path: str, url: str) -> nbformat.NotebookNode:
-    """Set the badge in cell 0 and the setup block of the `setup` cell (in place); returns `nb`."""
+def stamp_notebook(nb: nbformat.NotebookNode, relative_path: str, url: str,
+                   branch: str = SOLUTIONS_BRANCH) -> nbformat.NotebookNode:
+    """Set the badges in cell 0 and the setup block of the `setup` cell (in place); returns `nb`.
+
+    `branch` is the edition the notebook belongs to: its setup block installs `utils` from that branch
+    (the student release's `utils` holds its stored self-checks, utils/stored_checks.py).
+    """
     if not nb.cells:
         raise ValueError(f"{relative_path}: the notebook has no cells.")
     _stamp_badge(nb.cells[0], badge_line(relative_path, url), relative_path)
     setup = [c for c in nb.cells if c.cell_type == "code" and "setup" in cell_tags(c)]
     if len(setup) != 1:
         raise ValueError(f"{relative_path}: needs exactly one code cell tagged 'setup'; found {len(setup)}.")
-    _stamp_setup(setup[0], setup_block(url), relative_path)
+    _stamp_setup(setup[0], setup_block(url, branch), relative_path)
     return nb
 
 

@@ -2,7 +2,9 @@
 
 A stub is cut from the author's own source text, not regenerated from the syntax tree, so the signature
 (line breaks, spacing, defaults, annotations, decorators) and the docstring read exactly as the author
-wrote them; only the body becomes `raise NotImplementedError(hint)`. `python -m utils.course release`
+wrote them; only the body becomes `raise NotImplementedError(hint)`. The self-check cell after it, whose code
+shows the answer, becomes one call of `run_self_check`, its code moved to utils/self_checks/ (see
+utils/stored_checks.py). `python -m utils.course release`
 (utils/course.py) writes the notebooks; the functions at the end of this module add what a student needs
 around them: the `utils` package, the install files, a Makefile and a README written for students.
 """
@@ -20,6 +22,7 @@ from pathlib import Path
 import nbformat
 
 from utils import notebooks as nbs
+from utils import stored_checks
 
 TEMPLATES = Path(__file__).resolve().parent / "templates" / "student"
 # Copied as they are. benchmarks/char_gpt.py is linked from 02_transformers/README.md (train the GPT of 02.05
@@ -28,7 +31,7 @@ COURSE_FILES = ("LICENSE", "pyproject.toml", "requirements.txt", "environment.ym
                 ".gitignore", "benchmarks/char_gpt.py")
 Definition = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
 # The course Makefile's targets that are for its authors: the student Makefile leaves them out.
-AUTHOR_TARGETS = {"help", "test", "release", "stamp", "times", "benchmark", ".PHONY"}
+AUTHOR_TARGETS = {"help", "test", "release", "lab-student", "stamp", "times", "benchmark", ".PHONY"}
 # A rule's first line, `targets: prerequisites`, but not a variable (`X := 1`, `X ::= 1`) or a recipe line.
 MAKE_RULE = re.compile(r"([^\s#:=][^:=]*?)\s*:(?![:=])")
 
@@ -145,37 +148,40 @@ def stub_solution(source: str, where: str) -> str:
     return "\n".join(kept).strip() + "\n"
 
 
-def _unbadge(cell: nbformat.NotebookNode) -> None:
-    """Remove the Colab badge line: it opens the course repository's notebook, solutions included."""
-    lines = [line for line in cell.source.splitlines() if "colab-badge.svg" not in line]
-    while lines and not lines[-1].strip():
-        lines.pop()
-    cell.source = "\n".join(lines)
+def _check_cell(nb: nbformat.NotebookNode, solution: int, where: str) -> int:
+    """The index of the self-check cell of the solution at `solution`: the next code cell, calling check_*."""
+    index = next((i for i in range(solution + 1, len(nb.cells)) if nb.cells[i].cell_type == "code"), None)
+    if index is None or not stored_checks.CALLS_A_CHECK.search(nb.cells[index].source):
+        raise ValueError(f"{where}, cell {solution}: a solution cell must be followed by its self-check, a code "
+                         "cell that calls a check_* function of utils.checks; found none.")
+    return index
 
 
 def student_notebook(nb: nbformat.NotebookNode, where: str,
-                     colab_url: str | None = None) -> tuple[nbformat.NotebookNode, int]:
-    """A copy of `nb` with every `solution` cell stubbed and tagged `exercise`, outputs cleared.
+                     url: str) -> tuple[nbformat.NotebookNode, list[tuple[str, str]]]:
+    """A copy of `nb` for students, and the self-checks moved out of it as (label, source) pairs.
 
-    With `colab_url` (where the release is published on GitHub) the badge and the Colab install block point
-    there; without it the badge is removed, because the course's own badge opens the solutions.
+    Every `solution` cell becomes a stub tagged `exercise`; the self-check cell after it becomes one call of
+    utils.stored_checks.run_self_check, its code kept for utils/self_checks/ (it shows the answer). Outputs
+    are cleared; the Colab install block installs `utils` from the student branch of the repository at `url`.
     """
     nb = nbformat.from_dict(nb)  # a deep copy: the author's notebook object is left alone
-    if colab_url:
-        nbs.stamp_notebook(nb, where, colab_url)
-    elif nb.cells:
-        _unbadge(nb.cells[0])
-    stubbed = 0
+    nbs.stamp_notebook(nb, where, url, nbs.STUDENT_BRANCH)
+    name, checks = where.removesuffix(".ipynb"), []
     for index, cell in enumerate(nb.cells):
         if cell.cell_type != "code":
             continue
         cell.outputs, cell.execution_count = [], None
         tags = nbs.cell_tags(cell)
         if "solution" in tags:
-            cell.source = stub_solution(cell.source, f"{where}, cell {index}")
+            stub = stub_solution(cell.source, f"{where}, cell {index}")  # first: it names a cell that won't parse
+            check = nb.cells[_check_cell(nb, index, where)]
+            names = stored_checks.checked_names(cell.source)
+            checks.append((f"checks {', '.join(names) or 'the answer'}", check.source))
+            check.source = stored_checks.run_cell(name, len(checks), names)
+            cell.source = stub
             cell.metadata["tags"] = [t for t in tags if t != "solution"] + ["exercise"]
-            stubbed += 1
-    return nb, stubbed
+    return nb, checks
 
 
 # --- the rest of the release: a course a student can open -------------------------------------------
@@ -211,13 +217,10 @@ def _module_table(out: Path) -> str:
     return "\n".join(rows)
 
 
-def _colab_text(colab_url: str | None) -> str:
-    if colab_url:
-        return (f"Every notebook has an *Open in Colab* badge under its title: it opens the notebook as published\n"
-                f"at {colab_url}.")
-    # The course's own badges would open the course's notebooks, solutions included: the release has none.
-    return ("The notebooks of this edition have no *Open in Colab* badge. To use Colab, open\n"
-            "https://colab.research.google.com, choose *File → Upload notebook* and pick a notebook of this folder.")
+def _links(url: str) -> dict[str, str]:
+    """The addresses the student README names: this edition on GitHub, and the course with its solutions."""
+    return {"branch": nbs.STUDENT_BRANCH, "solutions": f"{url}/tree/{nbs.SOLUTIONS_BRANCH}",
+            "edition": f"{url}/tree/{nbs.STUDENT_BRANCH}"}
 
 
 def student_makefile(course: str, template: str) -> str:
@@ -246,10 +249,10 @@ def student_makefile(course: str, template: str) -> str:
     return template.replace("@COURSE_MAKEFILE@", text)
 
 
-def write_student_files(root: Path, out: Path, colab_url: str | None = None) -> None:
+def write_student_files(root: Path, out: Path, url: str) -> None:
     """Write the student README.md and Makefile into `out` (templates in utils/templates/student/)."""
     readme = string.Template((TEMPLATES / "README.md").read_text(encoding="utf-8"))
-    text = readme.substitute(modules=_module_table(out), colab=_colab_text(colab_url))
+    text = readme.substitute(modules=_module_table(out), **_links(url))
     nbs.write_if_changed(out / "README.md", text)
     course = root / "Makefile"
     if course.is_file():
