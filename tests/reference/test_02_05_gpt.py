@@ -95,3 +95,16 @@ def test_ladder_rungs_run_and_start_near_uniform(nb, tiny):
         assert torch.isfinite(loss)
     uniform = torch.log(torch.tensor(float(tiny.vocab_size)))
     assert abs(rungs[0](idx, idx)[1] - uniform) < 0.05, "the bigram's small initialisation gives ~ln V"
+
+
+def test_make_optimizer_is_utils_optimizer_with_beta2_0_99(nb, tiny, model):
+    """02.05's text: `make_optimizer(model, lr)` is `optimizer(lr, betas=(0.9, 0.99))`; the utils default is 0.95."""
+    lib = utils_gpt.GPT(utils_gpt.GPTConfig(**asdict(tiny)))
+    lib.load_state_dict(model.state_dict(), strict=True)
+    names = {id(p): n for m in (model, lib) for n, p in m.named_parameters()}
+    theirs = nb["make_optimizer"](model, 1e-3).param_groups
+    ours = lib.optimizer(1e-3, betas=(0.9, 0.99)).param_groups
+    for a, b in zip(theirs, ours, strict=True):
+        assert [names[id(p)] for p in a["params"]] == [names[id(p)] for p in b["params"]]
+        assert {k: v for k, v in a.items() if k != "params"} == {k: v for k, v in b.items() if k != "params"}
+    assert theirs[0]["betas"] == (0.9, 0.99) and lib.optimizer(1e-3).param_groups[0]["betas"] == (0.9, 0.95)

@@ -5,10 +5,12 @@ The tiny random GPT is conftest.py's `peaked_gpt`, shared with test_02_06_decodi
 likely, so rows finish at different steps and the padding of finished rows is exercised, not only the length limit.
 """
 
+import dataclasses
+
 import pytest
 import torch
 
-from utils.models.gpt import GPTConfig, KVCache, sample_next, top_k_filter, top_p_filter
+from utils.models.gpt import GPT, GPTConfig, KVCache, sample_next, top_k_filter, top_p_filter
 
 TINY = GPTConfig(vocab_size=24, block_size=40, n_layer=2, n_head=2, n_embd=32)
 EOS, OTHER_STOP = 5, 7
@@ -130,3 +132,53 @@ def test_a_generator_makes_sampling_reproducible(pair):
 def test_bad_sampling_settings_are_refused(pair, kwargs):
     with pytest.raises(ValueError, match="temperature"):
         pair[0].generate(_prompt(1, 2, 0), 3, **kwargs)
+
+
+def test_only_the_last_position_goes_through_the_head(pair):
+    ours, _ = pair
+    rows = []  # positions (rows of C) the head turns into V logits, per call
+    hook = ours.lm_head.register_forward_hook(lambda m, args, out: rows.append(args[0].shape[:-1].numel()))
+    try:
+        for use_cache in (True, False):
+            rows[:] = []
+            ours.generate(_prompt(3, 6, 7), 10, temperature=0, use_cache=use_cache)
+            assert rows == [3] * 10, (use_cache, rows)  # one position per row and step, the prompt's last included
+    finally:
+        hook.remove()
+
+
+def test_generate_turns_dropout_off_and_restores_every_mode(pair):
+    ours, _ = pair
+    noisy = GPT(dataclasses.replace(TINY, dropout=0.5))  # the same weights, with dropout
+    noisy.load_state_dict(ours.state_dict())
+    noisy.train()
+    noisy.transformer.h[1].eval()  # a mix, e.g. a frozen block: restored as it was, not set to train as a whole
+    modes = [m.training for m in noisy.modules()]
+    prompt = _prompt(4, 5, 8)
+    assert torch.equal(noisy.generate(prompt, 20, temperature=0), ours.generate(prompt, 20, temperature=0))
+    assert [m.training for m in noisy.modules()] == modes
+    with pytest.raises(IndexError):  # a token id outside the vocabulary fails inside the loop: modes restored too
+        noisy.generate(torch.full((1, 2), TINY.vocab_size), 3)
+    assert [m.training for m in noisy.modules()] == modes
+
+
+def test_top_k_1_samples_the_greedy_tokens(pair):
+    ours, _ = pair
+    prompt = _prompt(4, 3, 9)
+    greedy = ours.generate(prompt, 15, temperature=0)
+    assert torch.equal(ours.generate(prompt, 15, temperature=1.3, top_k=1, generator=torch.Generator().manual_seed(0)),
+                       greedy)
+
+
+@pytest.mark.parametrize("temperature, top_k", [(1.0, 3), (0.5, 4), (2.0, None)])
+def test_sampled_frequencies_follow_the_tempered_top_k_softmax(temperature, top_k):
+    logits = torch.tensor([[2.0, 1.5, 1.0, 0.2, -0.5, -1.0, 0.8, -3.0]])  # (1, V = 8)
+    expected = (logits / temperature).softmax(-1)[0]
+    if top_k is not None:  # the k most likely keep their relative odds; the rest are never drawn
+        kept = expected.topk(top_k).indices
+        expected = torch.zeros_like(expected).index_copy(0, kept, expected[kept] / expected[kept].sum())
+    n = 40_000
+    draws = sample_next(logits.expand(n, -1), temperature, top_k, generator=torch.Generator().manual_seed(0))
+    freq = torch.bincount(draws.flatten(), minlength=logits.size(1)) / n
+    assert torch.all(freq[expected == 0] == 0)
+    torch.testing.assert_close(freq, expected, rtol=0, atol=0.01)  # 4 standard errors (at most √(0.25 / n))

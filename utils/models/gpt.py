@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from utils.models.kv_cache import KVCache  # its own small module; `from utils.models.gpt import KVCache` works too
+
 
 @dataclass(frozen=True)
 class GPTConfig:
@@ -39,31 +41,6 @@ class GPTConfig:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-
-
-class KVCache:
-    """The keys and values of the tokens seen so far, kept so that each new token is the only one computed.
-
-    One (k, v) pair per block, each (B, H, P, D) for P cached tokens: attention's keys and values of a token
-    never change once computed (the mask hides later tokens), so generating token P + 1 needs only its own.
-    """
-
-    def __init__(self) -> None:
-        self.layers: list[tuple[torch.Tensor, torch.Tensor]] = []
-
-    @property
-    def length(self) -> int:
-        """P: tokens whose keys and values are cached (the last block's count: it is updated last)."""
-        return self.layers[-1][0].size(2) if self.layers else 0
-
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Append the new tokens' k, v (B, H, T, D) to block `layer`'s; return all of them (B, H, P + T, D)."""
-        if layer == len(self.layers):  # the first pass (the prompt) creates this block's entry
-            self.layers.append((k, v))
-        else:
-            old_k, old_v = self.layers[layer]
-            self.layers[layer] = (torch.cat([old_k, k], dim=2), torch.cat([old_v, v], dim=2))
-        return self.layers[layer]
 
 
 class CausalSelfAttention(nn.Module):
@@ -156,9 +133,8 @@ class GPT(nn.Module):
         n = sum(p.numel() for p in self.parameters())
         return n - self.transformer.wpe.weight.numel() if non_embedding else n
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits (B, T, V) for token ids idx (B, T); and the mean cross-entropy if targets (B, T) are given.
+    def hidden_states(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """The final hidden states (B, T, C) of token ids idx (B, T), after ln_f: what the head turns into logits.
 
         With a `cache`, idx are the tokens that follow the cached ones, and their keys and values are added to it.
         """
@@ -170,7 +146,13 @@ class GPT(nn.Module):
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
         for i, block in enumerate(self.transformer.h):
             x = block(x, cache, i)
-        logits = self.lm_head(self.transformer.ln_f(x))  # (B, T, V)
+        return self.transformer.ln_f(x)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits (B, T, V) for token ids idx (B, T); and the mean cross-entropy if targets (B, T) are given."""
+        B, T = idx.shape
+        logits = self.lm_head(self.hidden_states(idx, cache))  # (B, T, V)
         if targets is None:
             return logits, None
         loss = F.cross_entropy(logits.view(B * T, -1), targets.reshape(B * T), ignore_index=-100)
@@ -183,37 +165,49 @@ class GPT(nn.Module):
                  use_cache: bool = True) -> torch.Tensor:
         """Append up to max_new_tokens tokens to idx (B, T): temperature 0 is greedy (argmax), else sampling after
         top-k then top-p. A row that writes one of `stop_tokens` is finished: it gets `pad_token` (default the
-        first stop token) until every row is finished, and then generation stops. Same result as HF generate."""
+        first stop token) until every row is finished, and then generation stops. Same result as HF generate.
+        Dropout is off while sampling; the caller's train/eval mode of every submodule is restored at the end."""
         if temperature < 0 or (top_p is not None and not 0 < top_p <= 1) or (top_k is not None and top_k < 1):
             raise ValueError(f"need temperature >= 0, top_k >= 1, 0 < top_p <= 1; got {temperature}, {top_k}, {top_p}")
         stops = torch.tensor(sorted(set(stop_tokens)), dtype=torch.long, device=idx.device)  # (S,)
         pad = pad_token if pad_token is not None else (stop_tokens[0] if stop_tokens else 0)
         finished = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)  # (B,)
-        cache = None
-        for _ in range(max_new_tokens):
-            logits, cache = self._next_logits(idx, cache, use_cache)  # (B, V)
-            next_id = sample_next(logits.float(), temperature, top_k, top_p, generator)  # (B, 1)
-            next_id = next_id.masked_fill(finished[:, None], pad)  # finished rows only pad
-            finished |= torch.isin(next_id[:, 0], stops)
-            idx = torch.cat([idx, next_id], dim=1)  # (B, T + 1)
-            if finished.all():
-                break
+        cache, modes = None, [(m, m.training) for m in self.modules()]  # each flag, put back at the end
+        self.eval()  # no dropout while sampling, even when a training loop calls generate
+        try:
+            for _ in range(max_new_tokens):
+                logits, cache = self._next_logits(idx, cache, use_cache)  # (B, V)
+                next_id = sample_next(logits.float(), temperature, top_k, top_p, generator)  # (B, 1)
+                next_id = next_id.masked_fill(finished[:, None], pad)  # finished rows only pad
+                finished |= torch.isin(next_id[:, 0], stops)
+                idx = torch.cat([idx, next_id], dim=1)  # (B, T + 1)
+                if finished.all():
+                    break
+        finally:
+            for module, training in modes:
+                module.training = training
         return idx
 
     def _next_logits(self, idx: torch.Tensor, cache: KVCache | None, use_cache: bool
                      ) -> tuple[torch.Tensor, KVCache | None]:
-        """Logits (B, V) of the token after idx (B, T), and the cache that now holds idx's keys and values."""
+        """Logits (B, V) of the token after idx (B, T), and the cache that now holds idx's keys and values.
+
+        Only the last position goes through the head, as in nanoGPT: a (C, V) matmul per position, V = 50257 in GPT-2.
+        """
         if not use_cache or idx.size(1) > self.config.block_size:
             # no cache, or the context is full: positions are absolute, so a sliding window is recomputed whole
-            return self(idx[:, -self.config.block_size:])[0][:, -1, :], None
+            return self.lm_head(self.hidden_states(idx[:, -self.config.block_size:])[:, -1, :]), None
         if cache is None:  # prefill: the whole prompt in one pass
             cache = KVCache()
-            return self(idx, cache=cache)[0][:, -1, :], cache
-        return self(idx[:, -1:], cache=cache)[0][:, -1, :], cache  # decode: only the newest token
+            return self.lm_head(self.hidden_states(idx, cache)[:, -1, :]), cache
+        return self.lm_head(self.hidden_states(idx[:, -1:], cache)[:, -1, :]), cache  # decode: the newest token
 
     def optimizer(self, lr: float, weight_decay: float = 0.1, betas: tuple[float, float] = (0.9, 0.95)
                   ) -> torch.optim.AdamW:
-        """AdamW that decays matrices (2-D weights) but not biases, LayerNorm gains or any other 1-D parameter."""
+        """AdamW that decays matrices (2-D weights) but not biases, LayerNorm gains or any other 1-D parameter.
+
+        β2 = 0.95 is GPT-2's in nanoGPT, for pretraining on large batches; 02.05's small character batches use 0.99.
+        """
         params = [p for p in self.parameters() if p.requires_grad]
         groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
                   {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
@@ -276,11 +270,19 @@ def to_hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
     return {name: (t.t() if name.endswith(_TRANSPOSED) else t).clone() for name, t in model.state_dict().items()}
 
 
+def _one_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype of all of model's parameters; a ValueError if they mix dtypes (a copy would round some)."""
+    dtypes = {p.dtype for p in model.parameters()}
+    if len(dtypes) != 1:
+        raise ValueError(f"parameters of several dtypes {sorted(map(str, dtypes))}: convert the model to one first")
+    return dtypes.pop()
+
+
 def to_hf_gpt2(model: GPT) -> Any:
-    """A `GPT2LMHeadModel` holding exactly our weights: the same logits for the same ids."""
+    """A `GPT2LMHeadModel` holding exactly our weights, in their dtype: the same logits for the same ids."""
     from transformers import GPT2LMHeadModel
 
-    hf = GPT2LMHeadModel(hf_gpt2_config(model.config))
+    hf = GPT2LMHeadModel(hf_gpt2_config(model.config)).to(_one_dtype(model))  # made in float32: cast, not round
     hf.load_state_dict(to_hf_state_dict(model), strict=True)
     return hf.to(next(model.parameters()).device).train(model.training)
 
@@ -292,7 +294,7 @@ def from_hf_gpt2(hf_model: Any) -> GPT:
                        n_head=c.n_head, n_embd=c.n_embd, dropout=0.0, bias=True)
     if c.activation_function not in ("gelu_new", "gelu_pytorch_tanh"):
         raise ValueError(f"our GPT uses GPT-2's tanh GELU; this model uses {c.activation_function!r}")
-    model = GPT(config)
+    model = GPT(config).to(_one_dtype(hf_model))
     hf_state = hf_model.state_dict()
     state = {name: (hf_state[name].t() if name.endswith(_TRANSPOSED) else hf_state[name]).clone()
              for name in model.state_dict()}
