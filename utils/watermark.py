@@ -83,7 +83,7 @@ class WatermarkProcessor:
         scores = scores.clone()
         for row, prev in enumerate(input_ids[:, -1].tolist()):  # the list depends on the last token only
             if self.rows is None or row in self.rows:
-                scores[row] += self.delta * self.lists.mask(prev)[: scores.shape[-1]].to(scores.dtype)
+                scores[row] += self.delta * self.lists.mask(prev)[: scores.shape[-1]].to(scores.device, scores.dtype)
         return scores
 
 
