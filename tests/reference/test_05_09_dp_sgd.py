@@ -13,6 +13,8 @@ from torch import nn
 
 from utils.privacy import clip_and_noise, epsilon, per_sample_grads, poisson_batch, train_dp_sgd
 
+pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing")  # opacus' hooks on input layers
+
 
 def mlp(seed: int, d_in: int = 20, n_classes: int = 5) -> nn.Module:
     torch.manual_seed(seed)

@@ -21,7 +21,8 @@ from utils.notebooks import notebook_definitions
 
 NOTEBOOK = Path(__file__).resolve().parents[2] / "05_frontier" / "09_responsible_ai.ipynb"
 ns = notebook_definitions(NOTEBOOK, solutions=True) if NOTEBOOK.exists() else {}
-pytestmark = pytest.mark.skipif(not ns, reason="notebook not found")
+pytestmark = [pytest.mark.skipif(not ns, reason="notebook not found"),
+              pytest.mark.filterwarnings("ignore:Full backward hook is firing")]  # opacus' hooks, harmless
 
 
 @pytest.mark.parametrize("seed, n", [(0, 3), (1, 5), (2, 8), (3, 6)])
