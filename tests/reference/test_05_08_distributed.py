@@ -46,7 +46,7 @@ def launched(tmp_path_factory) -> dict:
             "--steps", STEPS, "--lr", LR, "--seed", SEED, "--bucket-mb", 0.001, "--sizes", ",".join(map(str, SIZES))]
     run_launcher(torchrun_command(script, 2, free_port(), args), timeout=240)
     run_launcher(torchrun_command(script, 3, free_port(), [*args, "--only-all-reduce"]), timeout=240)
-    load = lambda world, rank: torch.load(folder / f"torchrun_world{world}_rank{rank}.pt", weights_only=False)  # noqa: E731
+    load = lambda world, rank: torch.load(folder / f"torchrun_world{world}_rank{rank}.pt", weights_only=True)  # noqa: E731
     return {"x": x, "y": y, "script": script, 2: [load(2, r) for r in range(2)], 3: [load(3, r) for r in range(3)]}
 
 
