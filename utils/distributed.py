@@ -8,6 +8,10 @@ machine, rendezvous on 127.0.0.1, a free port) and runs it the way the course ru
   3. with one thread per worker (`OMP_NUM_THREADS=1`: two processes × two threads on two cores thrash), the
      gloo backend bound to the loopback interface, and `utils` importable by the workers.
 `load_script` imports the same script into the notebook, so the notebook and the workers share one definition.
+
+Known limit (torch 2.14): the rendezvous store that torchrun starts (a TCPStore on the master port) listens on every
+interface while a run lasts, whatever `--master_addr` says (pytorch/pytorch#173909); gloo's own connections stay on
+the loopback interface. On a shared network, run behind a firewall or on a machine without open ports.
 """
 
 from __future__ import annotations
