@@ -56,3 +56,19 @@ def test_random_matrix_gain_one_has_operator_norm_near_two_and_radius_near_one(n
     W_hh = nb["random_params"](4, 400, gain=1.0)[1]
     assert abs(torch.linalg.matrix_norm(W_hh, ord=2).item() - 2) < 0.15
     assert abs(torch.linalg.eigvals(W_hh).abs().max().item() - 1) < 0.1
+
+
+def test_identity_init_makes_a_relu_rnn_carry_its_state_unchanged(nb):
+    """IRNN (issue 18, item 3): with W_hh = I and zero biases, zero inputs leave a non-negative state unchanged,
+    and every step's Jacobian is the identity while the units are active."""
+    torch.manual_seed(3)
+    rnn = nn.RNN(4, 6, batch_first=True, nonlinearity="relu", dtype=torch.float64)
+    nb["identity_init"](rnn)
+    h0 = torch.rand(2, 6, dtype=torch.float64) + 0.1  # active units
+    out, h_n = rnn(torch.zeros(2, 50, 4, dtype=torch.float64), h0[None])
+    torch.testing.assert_close(out, h0[:, None].expand(2, 50, 6), rtol=0, atol=0)
+    h0.requires_grad_(True)
+    out, _ = rnn(torch.zeros(1, 50, 4, dtype=torch.float64), h0[:1, None].transpose(0, 1))
+    v = torch.randn(6, dtype=torch.float64)
+    (out[0, -1] @ v).backward()
+    torch.testing.assert_close(h0.grad[0], v, rtol=0, atol=1e-12)  # ∂L/∂h_0 = v after 50 identity Jacobians
