@@ -23,6 +23,7 @@ import nbformat
 import pytest
 
 from utils import grading, sandbox
+from utils.notebooks import repository_url
 from utils.grading_report import gradebook_rows
 from utils import notebooks as nbs
 from utils.student import student_notebook
@@ -47,7 +48,7 @@ def course_notebook() -> nbformat.NotebookNode:
 
 def submission(answers: list[str] | None, checks: list[str] | None = None) -> nbformat.NotebookNode:
     """The student release of the course notebook, with `answers` (None: none) written into its exercises."""
-    nb, _ = student_notebook(course_notebook(), f"00_prerequisites/{NAME}")
+    nb, _ = student_notebook(course_notebook(), f"00_prerequisites/{NAME}", repository_url())
     for k, index in enumerate(grading.answer_cells(nb) if answers else []):
         nb.cells[index].source = answers[k]
         if checks is not None:  # a student who rewrote the self-check too
