@@ -157,3 +157,27 @@ def test_make_site_executes_only_what_changed_at_the_preset_asked(tmp_path):
     run, build = _make_site(tmp_path, "PRESET=laptop")  # never executed at laptop; laptop may download
     assert "--preset laptop --out build/executed/laptop" in run and "HF_HUB_OFFLINE" not in run
     assert "utils.site --preset laptop --executed build/executed/laptop" in build
+
+
+def test_make_test_executes_notebooks_once_then_builds_and_checks_the_site(tmp_path):
+    """`make test`: one pytest run executes the notebooks (their copies feed the site), then the site is built
+    from those copies and the browser test checks every page of it."""
+    import shutil
+    import subprocess
+
+    if shutil.which("make") is None:
+        pytest.skip("needs GNU make")
+    (tmp_path / "venv" / "bin").mkdir(parents=True)
+    result = subprocess.run(["make", "-n", "test", f"VENV={tmp_path / 'venv'}", "-f", str(ROOT / "Makefile"),
+                             "-o", f"{tmp_path / 'venv'}/.installed", "-o", "kernel"],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    commands = [line for line in result.stdout.replace("\\\n", " ").splitlines() if line.strip()]
+    runs = [i for i, line in enumerate(commands) if " -m pytest " in line]
+    assert len(runs) == 2, commands
+    first, browser = commands[runs[0]], commands[runs[1]]
+    assert "0[0-5]_*/" in first and "--nbval" not in first, "notebooks run by conftest.py, which keeps their copies"
+    assert "--ignore=tests/test_site_browser.py" in first
+    site_step = next(i for i, line in enumerate(commands) if "site PRESET=smoke" in line)
+    assert runs[0] < site_step < runs[1], commands
+    assert "tests/test_site_browser.py --site build/site/smoke" in browser and "COURSE_PRESET=smoke" in browser
