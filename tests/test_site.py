@@ -181,3 +181,12 @@ def test_make_test_executes_notebooks_once_then_builds_and_checks_the_site(tmp_p
     site_step = next(i for i, line in enumerate(commands) if "site PRESET=smoke" in line)
     assert runs[0] < site_step < runs[1], commands
     assert "tests/test_site_browser.py --site build/site/smoke" in browser and "COURSE_PRESET=smoke" in browser
+
+
+def test_mkdocs_config_keeps_the_notebook_cache_in_the_build_folder(tmp_path, monkeypatch):
+    """mkdocs-jupyter's cache defaults to .cache/ in the working directory (the repository, or a test's cwd)."""
+    monkeypatch.chdir(tmp_path)
+    config = site.mkdocs_config([{"Home": "index.md"}], "smoke", REPO, Path("build/site/smoke/cache"))
+    options = next(p["mkdocs-jupyter"] for p in config["plugins"] if isinstance(p, dict) and "mkdocs-jupyter" in p)
+    assert options["cache_dir"] == str(tmp_path / "build/site/smoke/cache"), "absolute: mkdocs runs from elsewhere"
+    assert options["execute"] is False and options["custom_mathjax_url"] == ""

@@ -102,6 +102,7 @@ def _built_site(request, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("site")
     _fake_executed(out / "executed")
     site.build(ROOT, out / "executed", "smoke", out)
+    assert any((out / "cache").glob("*.json")), "mkdocs-jupyter's cache belongs to the build, not to the cwd"
     return out
 
 
