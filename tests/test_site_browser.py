@@ -20,6 +20,7 @@ import importlib.util
 import io
 import json
 import os
+import re
 import threading
 import urllib.request
 from html.parser import HTMLParser
@@ -192,6 +193,10 @@ def _check_notebook_page(driver, base: str, docs: Path, name: str) -> list[str]:
     if not badges or not all(b.get_attribute("src").startswith(base) and
                              driver.execute_script("return arguments[0].naturalWidth", b) > 0 for b in badges):
         problems.append(f"the Colab badges should show, from the site: {[b.get_attribute('src') for b in badges]}")
+    # A tqdm bar saved as first drawn reads "0%|          | 0/400 [00:00<?, ?it/s]"; the site shows where it ended.
+    outputs = " ".join(e.text for e in driver.find_elements(By.CSS_SELECTOR, ".jp-OutputArea"))
+    if re.search(r"\b0%\|[^|\n]*\| 0/[1-9]", outputs):
+        problems.append("a progress bar shows its first state, not its last")
     maths = driver.execute_async_script(MATHS)
     if maths.get("error") or maths["errors"] or maths["raw"]:
         problems.append(f"maths: {maths}")
