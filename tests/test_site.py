@@ -190,3 +190,15 @@ def test_mkdocs_config_keeps_the_notebook_cache_in_the_build_folder(tmp_path, mo
     options = next(p["mkdocs-jupyter"] for p in config["plugins"] if isinstance(p, dict) and "mkdocs-jupyter" in p)
     assert options["cache_dir"] == str(tmp_path / "build/site/smoke/cache"), "absolute: mkdocs runs from elsewhere"
     assert options["execute"] is False and options["custom_mathjax_url"] == ""
+
+
+def test_site_notebook_localises_every_colab_badge_of_a_cell():
+    """The student edition stamps two badges (exercises, solutions): both images come from the site."""
+    two = (f"Open in Colab: [![Open the exercises in Colab]({nbs.BADGE_IMAGE})](https://colab.research.google.com/"
+           f"github/owner/course/blob/student/x.ipynb) exercises · [![Open the solutions in Colab]({nbs.BADGE_IMAGE})]"
+           f"(https://colab.research.google.com/github/owner/course/blob/main/x.ipynb) solutions")
+    nb = _executed(PRESET_SMOKE, title=f"# 01.02 · PyTorch fundamentals\n\n{two}")
+    copy = site.site_notebook(nb, "01_deep_learning/02_pytorch_fundamentals.ipynb", "smoke", set(), TIMES, REPO)
+    assert nbs.BADGE_IMAGE not in copy.cells[0].source
+    assert copy.cells[0].source.count("(../../assets/colab-badge.svg)") == 3  # the two above and _executed's own
+    assert "blob/student/x.ipynb" in copy.cells[0].source and "blob/main/x.ipynb" in copy.cells[0].source
