@@ -30,6 +30,8 @@ class NotebookFailed(Exception):
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
     """Collect the course's notebooks (a module folder's *.ipynb), nothing else."""
+    if parent.config.getoption("nbval", False) or parent.config.getoption("nbval_lax", False):
+        return None  # `pytest --nbval-lax ...`: nbval runs them (without keeping copies); never run them twice
     if file_path.suffix == ".ipynb" and file_path.parent.parent == ROOT and MODULE_FOLDER.match(file_path.parent.name):
         return NotebookFile.from_parent(parent, path=file_path)
     return None

@@ -55,3 +55,16 @@ def test_notebook_runs_keep_executed_copies_with_outputs_and_no_copy_of_a_failur
     assert "hello from the kernel" in cells[0].outputs[0]["text"]
     bars = [o["data"]["text/plain"] for o in cells[1].outputs if "text/plain" in o.get("data", {})]
     assert bars and "3/3" in bars[0] and "100%" in bars[0], f"the bar in its final state: {bars}"
+
+
+def test_with_nbval_asked_for_the_notebooks_are_collected_once(tmp_path):
+    """`pytest --nbval-lax`: nbval runs the notebooks; conftest.py steps aside rather than run each twice."""
+    shutil.copy(ROOT / "conftest.py", tmp_path / "conftest.py")
+    _write(tmp_path / "00_demo" / "01_ok.ipynb", "print('hello')")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COURSE_DOTENV": os.devnull}
+    command = [sys.executable, "-m", "pytest", "00_demo", "--collect-only", "-q", "-p", "no:cacheprovider"]
+    ours = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120).stdout
+    with_nbval = subprocess.run([*command, "--nbval-lax"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                                timeout=120).stdout
+    assert "01_ok.ipynb::runs top to bottom" in ours, ours
+    assert "runs top to bottom" not in with_nbval and "01_ok.ipynb::Cell 0" in with_nbval, with_nbval
