@@ -12,8 +12,6 @@ in CI (CI=true), where it must run: .ci/run installs them.
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -25,8 +23,6 @@ from utils.servers import background_server, free_port
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "build" / "test-artifacts"
-BROWSERS = ("chromium", "chromium-browser", "google-chrome")
-INSTALL = "apt-get install chromium chromium-driver"
 
 # Records the length of the newest answer at every change of the conversation (the page adds each token
 # as it arrives), so the test sees the text grow without polling it.
@@ -39,40 +35,11 @@ new MutationObserver(() => {
 """
 
 
-def _find_browser() -> tuple[str, str] | str:
-    """(chromium, chromedriver) paths, or the reason they cannot be used."""
-    try:
-        import selenium  # noqa: F401 (pinned in requirements.txt)
-    except ImportError:
-        return "needs selenium (pip install -r requirements.txt)"
-    chromium = next((path for name in BROWSERS if (path := shutil.which(name))), None)
-    driver = shutil.which("chromedriver")
-    if chromium is None or driver is None:
-        return f"needs Chromium and chromedriver on PATH ({INSTALL})"
-    return chromium, driver
-
-
 @pytest.fixture(scope="module")
-def browser():
-    found = _find_browser()
-    if isinstance(found, str):
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI=true, so the browser test must run, but it {found}")
-        pytest.skip(f"browser test: {found}")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = found[0]
-    for argument in ("--headless=new", "--window-size=900,1000", "--disable-dev-shm-usage", "--disable-gpu"):
-        options.add_argument(argument)
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        options.add_argument("--no-sandbox")  # Chromium refuses to run as root (CI) with its sandbox
-    driver = webdriver.Chrome(service=Service(executable_path=found[1]), options=options)
-    try:
-        yield driver
-    finally:
-        driver.quit()
+def browser(chromium):
+    """The shared headless Chromium (tests/conftest.py: skipped without it, except in CI), chat-window sized."""
+    chromium.set_window_size(900, 1000)
+    return chromium
 
 
 def _wait(driver, condition, timeout: float = 180):

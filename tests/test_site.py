@@ -157,3 +157,48 @@ def test_make_site_executes_only_what_changed_at_the_preset_asked(tmp_path):
     run, build = _make_site(tmp_path, "PRESET=laptop")  # never executed at laptop; laptop may download
     assert "--preset laptop --out build/executed/laptop" in run and "HF_HUB_OFFLINE" not in run
     assert "utils.site --preset laptop --executed build/executed/laptop" in build
+
+
+def test_make_test_executes_notebooks_once_then_builds_and_checks_the_site(tmp_path):
+    """`make test`: one pytest run executes the notebooks (their copies feed the site), then the site is built
+    from those copies and the browser test checks every page of it."""
+    import shutil
+    import subprocess
+
+    if shutil.which("make") is None:
+        pytest.skip("needs GNU make")
+    (tmp_path / "venv" / "bin").mkdir(parents=True)
+    result = subprocess.run(["make", "-n", "test", f"VENV={tmp_path / 'venv'}", "-f", str(ROOT / "Makefile"),
+                             "-o", f"{tmp_path / 'venv'}/.installed", "-o", "kernel"],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    commands = [line for line in result.stdout.replace("\\\n", " ").splitlines() if line.strip()]
+    runs = [i for i, line in enumerate(commands) if " -m pytest " in line]
+    assert len(runs) == 2, commands
+    first, browser = commands[runs[0]], commands[runs[1]]
+    assert "0[0-5]_*/" in first and "--nbval" not in first, "notebooks run by conftest.py, which keeps their copies"
+    assert "--ignore=tests/test_site_browser.py" in first
+    site_step = next(i for i, line in enumerate(commands) if "site PRESET=smoke" in line)
+    assert runs[0] < site_step < runs[1], commands
+    assert "tests/test_site_browser.py --site build/site/smoke" in browser and "COURSE_PRESET=smoke" in browser
+
+
+def test_mkdocs_config_keeps_the_notebook_cache_in_the_build_folder(tmp_path, monkeypatch):
+    """mkdocs-jupyter's cache defaults to .cache/ in the working directory (the repository, or a test's cwd)."""
+    monkeypatch.chdir(tmp_path)
+    config = site.mkdocs_config([{"Home": "index.md"}], "smoke", REPO, Path("build/site/smoke/cache"))
+    options = next(p["mkdocs-jupyter"] for p in config["plugins"] if isinstance(p, dict) and "mkdocs-jupyter" in p)
+    assert options["cache_dir"] == str(tmp_path / "build/site/smoke/cache"), "absolute: mkdocs runs from elsewhere"
+    assert options["execute"] is False and options["custom_mathjax_url"] == ""
+
+
+def test_site_notebook_localises_every_colab_badge_of_a_cell():
+    """The student edition stamps two badges (exercises, solutions): both images come from the site."""
+    two = (f"Open in Colab: [![Open the exercises in Colab]({nbs.BADGE_IMAGE})](https://colab.research.google.com/"
+           f"github/owner/course/blob/student/x.ipynb) exercises · [![Open the solutions in Colab]({nbs.BADGE_IMAGE})]"
+           f"(https://colab.research.google.com/github/owner/course/blob/main/x.ipynb) solutions")
+    nb = _executed(PRESET_SMOKE, title=f"# 01.02 · PyTorch fundamentals\n\n{two}")
+    copy = site.site_notebook(nb, "01_deep_learning/02_pytorch_fundamentals.ipynb", "smoke", set(), TIMES, REPO)
+    assert nbs.BADGE_IMAGE not in copy.cells[0].source
+    assert copy.cells[0].source.count("(../../assets/colab-badge.svg)") == 3  # the two above and _executed's own
+    assert "blob/student/x.ipynb" in copy.cells[0].source and "blob/main/x.ipynb" in copy.cells[0].source

@@ -1,12 +1,14 @@
-"""The course site in a real browser: Debian's Chromium, headless, driven by Selenium.
+"""The course site in a real browser: Debian's Chromium, headless, driven by Selenium (tests/conftest.py).
 
-The site is built (`python -m utils.site`, MkDocs in strict mode) from one real notebook per module, each given
-the outputs an executed notebook has: the preset line, a stand-in line and a figure. No kernel runs, so the
-build takes seconds; `make site` builds the same pages from notebooks really executed. The test serves the
-site on 127.0.0.1 and checks: the home page and every notebook page load with no console error and ask no
-other host for anything, figures show, maths is typeset, search finds a word of the last notebook, and every
-link between the site's pages resolves. Screenshots go to build/test-artifacts/ (git-ignored). Without Chromium,
-chromedriver or the site packages the test is skipped with one line, except in CI (CI=true), where it must run.
+Which site: `make test` passes `--site build/site/smoke`, the site `make site` built from the notebooks the
+same `make test` executed, and every page of it is checked. Without --site the test builds a small site
+(`python -m utils.site`, MkDocs in strict mode) from one real notebook per module, each given the outputs an
+executed notebook has (the preset line, a stand-in line, a figure): no kernel runs, so it takes seconds.
+The site is served on 127.0.0.1 and each page must load with no console error and ask no other host for
+anything; each notebook page shows its banner, every figure its notebook stored, and its maths typeset with
+no TeX left raw; search finds a word of a late notebook; every link between the site's pages resolves.
+Screenshots go to build/test-artifacts/site/ (git-ignored). Without Chromium, chromedriver or the site packages
+the test is skipped with one line, except in CI (CI=true), where it must run.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import importlib.util
 import io
 import json
 import os
-import shutil
+import re
 import threading
 import urllib.request
 from html.parser import HTMLParser
@@ -33,8 +35,7 @@ from utils import site
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
-ARTIFACTS = ROOT / "build" / "test-artifacts"
-BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+ARTIFACTS = ROOT / "build" / "test-artifacts" / "site"
 SITE_PACKAGES = ("mkdocs", "material", "mkdocs_jupyter", "mathjax")  # requirements.txt, "course site"
 # One notebook per module; the last one is the course's last notebook, whose word the search must find.
 NOTEBOOKS = ("00_prerequisites/00_start_here.ipynb", "01_deep_learning/02_pytorch_fundamentals.ipynb",
@@ -43,14 +44,10 @@ NOTEBOOKS = ("00_prerequisites/00_start_here.ipynb", "01_deep_learning/02_pytorc
 LATE_WORD = "nanochat"  # appears in 05.04's text and in no other page of the course
 
 
-def _missing() -> str | None:
-    """Why the test cannot run here, or None."""
+def _missing_packages() -> str | None:
+    """Why this test cannot build a site here, or None."""
     packages = [name for name in SITE_PACKAGES if importlib.util.find_spec(name) is None]
-    if packages:
-        return f"needs {', '.join(packages)} (pip install -r requirements.txt)"
-    if not any(shutil.which(name) for name in BROWSERS) or not shutil.which("chromedriver"):
-        return "needs Chromium and chromedriver on PATH (apt-get install chromium chromium-driver)"
-    return None
+    return f"needs {', '.join(packages)} (pip install -r requirements.txt)" if packages else None
 
 
 def _figure_png() -> str:
@@ -91,22 +88,35 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    """The built site, served on a free 127.0.0.1 port: yields its base URL."""
-    reason = _missing()
+def _built_site(request, tmp_path_factory) -> Path:
+    """The folder of a built site (html/ and src/docs/): --site's, else a small one built from NOTEBOOKS."""
+    if request.config.getoption("--site"):
+        out = Path(request.config.getoption("--site")).resolve()
+        if not (out / "html" / "index.html").is_file():
+            pytest.fail(f"--site {out}: no site there; build it with `make site`")
+        return out
+    reason = _missing_packages()
     if reason:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"CI=true, so the site test must run, but it {reason}")
         pytest.skip(f"site browser test: {reason}")
-    tmp = tmp_path_factory.mktemp("site")
-    _fake_executed(tmp / "executed")
-    html = site.build(ROOT, tmp / "executed", "smoke", tmp / "out")
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(html)))
+    out = tmp_path_factory.mktemp("site")
+    _fake_executed(out / "executed")
+    site.build(ROOT, out / "executed", "smoke", out)
+    assert any((out / "cache").glob("*.json")), "mkdocs-jupyter's cache belongs to the build, not to the cwd"
+    return out
+
+
+@pytest.fixture(scope="module")
+def served(request, tmp_path_factory):
+    """(base URL, site folder): the built site served on a free 127.0.0.1 port."""
+    out = _built_site(request, tmp_path_factory)
+    handler = functools.partial(_QuietHandler, directory=str(out / "html"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_port}/"
+        yield f"http://127.0.0.1:{server.server_port}/", out
     finally:
         server.shutdown()
         server.server_close()
@@ -114,23 +124,9 @@ def served(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def browser(served):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = next(path for name in BROWSERS if (path := shutil.which(name)))
-    for argument in ("--headless=new", "--window-size=1400,1000", "--disable-dev-shm-usage", "--disable-gpu"):
-        options.add_argument(argument)
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        options.add_argument("--no-sandbox")  # Chromium refuses to run as root (CI) with its sandbox
-    # Console messages, and every request the page makes (to prove it asks no other host).
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    driver = webdriver.Chrome(service=Service(executable_path=shutil.which("chromedriver")), options=options)
-    try:
-        yield driver
-    finally:
-        driver.quit()
+def browser(chromium):
+    chromium.set_script_timeout(60)
+    return chromium
 
 
 def _wait(driver, condition, timeout: float = 30):
@@ -152,35 +148,98 @@ def _open(driver, base: str, page: str = "") -> tuple[list[str], list[str]]:
 
 def _screenshot(driver, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    driver.save_screenshot(str(ARTIFACTS / f"site-{name}.png"))
+    driver.save_screenshot(str(ARTIFACTS / f"{name.replace('/', '--') or 'home'}.png"))
 
 
-def test_home_and_one_page_per_module_load_offline_with_figures_and_maths(served, browser):
+# After MathJax's first typesetting: how many formulas it drew, its errors, and TeX it left raw in the prose of
+# markdown cells (code, and the formulas it drew, taken out first).
+MATHS = r"""
+const done = arguments[arguments.length - 1];
+if (!window.MathJax || !MathJax.startup) { done({error: "MathJax is not loaded"}); return; }
+MathJax.startup.promise.then(() => {
+  const raw = [];
+  for (const cell of document.querySelectorAll(".jupyter-wrapper .jp-RenderedMarkdown")) {
+    const prose = cell.cloneNode(true);
+    prose.querySelectorAll("code, pre, mjx-container").forEach((node) => node.remove());
+    const left = prose.textContent.match(/\$\$|\\\(|\\\[|\$[^$\s][^$]*\$/);
+    if (left) raw.push(left[0].slice(0, 80));
+  }
+  done({drawn: document.querySelectorAll(".jupyter-wrapper mjx-container").length,
+        errors: document.querySelectorAll("mjx-merror").length, raw: raw});
+}, (error) => done({error: String(error)}));
+"""
+
+
+def _stored_images(notebook: Path) -> int:
+    """How many PNG/JPEG outputs a notebook page should show (each becomes an <img>)."""
+    outputs = [o for cell in nbs.read_notebook(notebook).cells for o in cell.get("outputs", [])]
+    return sum(1 for o in outputs if {"image/png", "image/jpeg"} & set(o.get("data", {})))
+
+
+def _check_notebook_page(driver, base: str, docs: Path, name: str) -> list[str]:
+    """What is wrong on the notebook page now open: banner, figures, badge, maths."""
     from selenium.webdriver.common.by import By
 
-    errors, elsewhere = _open(browser, served)
+    problems = []
+    banner = driver.find_elements(By.CSS_SELECTOR, ".course-banner")
+    if not banner or "Outputs from the smoke preset" not in banner[0].text:
+        problems.append("no banner naming the smoke preset")
+    shown = driver.execute_script(
+        "return [...document.querySelectorAll('.jp-OutputArea img')].filter((i) => i.naturalWidth > 0).length")
+    if shown < _stored_images(docs / name):
+        problems.append(f"{shown} figures show, the notebook stored {_stored_images(docs / name)}")
+    # One Colab badge or two (exercises, solutions): each drawn from the site's own copy of the image.
+    badges = driver.find_elements(By.CSS_SELECTOR, "a[href^='https://colab.research.google.com/'] img")
+    if not badges or not all(b.get_attribute("src").startswith(base) and
+                             driver.execute_script("return arguments[0].naturalWidth", b) > 0 for b in badges):
+        problems.append(f"the Colab badges should show, from the site: {[b.get_attribute('src') for b in badges]}")
+    # A tqdm bar saved as first drawn reads "0%|          | 0/400 [00:00<?, ?it/s]"; the site shows where it ended.
+    outputs = " ".join(e.text for e in driver.find_elements(By.CSS_SELECTOR, ".jp-OutputArea"))
+    if re.search(r"\b0%\|[^|\n]*\| 0/[1-9]", outputs):
+        problems.append("a progress bar shows its first state, not its last")
+    maths = driver.execute_async_script(MATHS)
+    if maths.get("error") or maths["errors"] or maths["raw"]:
+        problems.append(f"maths: {maths}")
+    return problems
+
+
+def _pages(out: Path) -> tuple[list[str], list[str]]:
+    """(module overview pages, notebook pages) of a built site, as site file names ('m/index.md', 'm/x.ipynb')."""
+    docs = out / "src" / "docs"
+    names = sorted(p.relative_to(docs).as_posix() for p in docs.glob("0[0-5]_*/*") if p.suffix in (".md", ".ipynb"))
+    return [n for n in names if n.endswith(".md")], [n for n in names if n.endswith(".ipynb")]
+
+
+def test_every_page_loads_offline_with_its_banner_figures_and_maths(served, browser):
+    from selenium.webdriver.common.by import By
+
+    base, out = served
+    overviews, notebooks = _pages(out)
+    errors, elsewhere = _open(browser, base)
     assert not errors and not elsewhere, (errors, elsewhere)
     nav = browser.find_element(By.CSS_SELECTOR, "nav.md-nav--primary").text
     assert all(f"0{m} ·" in nav for m in range(6)), f"the navigation should list the six modules: {nav}"
-    _screenshot(browser, "home")
-    for name in NOTEBOOKS:
-        errors, elsewhere = _open(browser, served, site.page_url(name))
-        assert not errors and not elsewhere, (name, errors, elsewhere)
-        banner = browser.find_element(By.CSS_SELECTOR, ".course-banner").text
-        assert "Outputs from the smoke preset" in banner and "tiny-model" in banner, banner
-        figures = browser.find_elements(By.CSS_SELECTOR, ".jp-OutputArea img")
-        assert any(browser.execute_script("return arguments[0].naturalWidth", f) > 0 for f in figures), name
-        badge = browser.find_element(By.CSS_SELECTOR, "img[alt='Open In Colab']")
-        assert browser.execute_script("return arguments[0].naturalWidth", badge) > 0, "the badge image is local"
-        _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".jupyter-wrapper mjx-container svg"))
-        assert not browser.find_elements(By.CSS_SELECTOR, "mjx-merror"), f"{name}: a formula failed to typeset"
-        _screenshot(browser, name.split("/")[0])
+    _screenshot(browser, "")
+    problems, with_maths = {}, 0
+    for name in overviews + notebooks:
+        errors, elsewhere = _open(browser, base, site.page_url(name))
+        found = [f"console: {e}" for e in errors] + [f"asked another host: {u}" for u in elsewhere]
+        if name.endswith(".ipynb"):
+            found += _check_notebook_page(browser, base, out / "src" / "docs", name)
+            with_maths += bool(browser.find_elements(By.CSS_SELECTOR, ".jupyter-wrapper mjx-container"))
+        _screenshot(browser, site.page_url(name).rstrip("/"))
+        if found:
+            problems[name] = found
+    assert not problems, problems
+    assert len(notebooks) >= len(NOTEBOOKS), notebooks
+    assert with_maths >= len(NOTEBOOKS), f"maths typeset on {with_maths} notebook pages only"
 
 
-def test_search_finds_a_word_of_the_last_notebook(served, browser):
+def test_search_finds_a_word_of_a_late_notebook(served, browser):
     from selenium.webdriver.common.by import By
 
-    _open(browser, served)
+    base, _ = served
+    _open(browser, base)
     browser.find_element(By.CSS_SELECTOR, "label.md-search__icon, .md-search__input").click()
     box = _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "input.md-search__input"))
     box.send_keys(LATE_WORD)
@@ -203,7 +262,8 @@ class _Links(HTMLParser):
 
 
 def test_every_internal_link_resolves(served):
-    seen, queue, broken = set(), [served], []
+    base, out = served
+    seen, queue, broken = set(), [base], []
     while queue:
         url = queue.pop()
         if url in seen:
@@ -221,8 +281,9 @@ def test_every_internal_link_resolves(served):
         parser.feed(body)
         for link in parser.found:
             target = urldefrag(urljoin(url, link))[0]
-            if target.startswith(served) and target not in seen:
+            if target.startswith(base) and target not in seen:
                 queue.append(target)
     pages = [u for u in seen if u.endswith("/")]
     assert not broken, broken
-    assert len(pages) >= 1 + 6 + len(NOTEBOOKS), f"the crawl should reach home, 6 modules, each notebook: {pages}"
+    overviews, notebooks = _pages(out)
+    assert len(pages) >= 1 + len(overviews) + len(notebooks), f"the crawl should reach every page: {pages}"

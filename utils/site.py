@@ -172,8 +172,13 @@ def _copy_assets(assets: Path) -> None:
     shutil.copy2(Path(mathjax.__file__).parent / "static" / "mathjax" / MATHJAX, assets / "mathjax.js")
 
 
-def mkdocs_config(nav: list, preset: str, repo_url: str) -> dict:
-    """The mkdocs.yml of the site, as a dict: Material without web fonts, mkdocs-jupyter reading outputs."""
+def mkdocs_config(nav: list, preset: str, repo_url: str, cache: Path) -> dict:
+    """The mkdocs.yml of the site, as a dict: Material without web fonts, mkdocs-jupyter reading outputs.
+
+    `cache`: where mkdocs-jupyter keeps each notebook's HTML, keyed by the notebook's content (a rebuild after
+    one notebook changed converts that one only). Its default, .cache/ in the working directory, would be
+    shared by every build there, and each build deletes the entries it did not use.
+    """
     return {
         "site_name": f"Generative AI, from first principles to the frontier ({preset} outputs)",
         "docs_dir": "docs", "nav": nav,
@@ -182,7 +187,8 @@ def mkdocs_config(nav: list, preset: str, repo_url: str) -> dict:
         "theme": {"name": "material", "font": False,  # font: False, else Material links Google Fonts
                   "features": ["navigation.sections", "navigation.footer", "search.highlight"]},
         "plugins": ["search", {"mkdocs-jupyter": {"execute": False, "include_source": False,
-                                                  "custom_mathjax_url": ""}}],  # "": no CDN script tag
+                                                  "custom_mathjax_url": "",  # "": no CDN script tag
+                                                  "cache_dir": str(cache.resolve())}}],
         "extra_css": ["assets/site.css"],
         "extra_javascript": ["assets/mathjax-config.js", "assets/mathjax.js"],
         "validation": {"links": {"unrecognized_links": "warn", "absolute_links": "warn"}},
@@ -196,7 +202,7 @@ def build(root: Path, executed: Path, preset: str, out: Path) -> Path:
     src, html = out / "src", out / "html"
     nav = layout(root, executed, preset, src / "docs")
     _copy_assets(src / "docs" / "assets")
-    config = mkdocs_config(nav, preset, nbs.repository_url())
+    config = mkdocs_config(nav, preset, nbs.repository_url(), out / "cache")
     (src / "mkdocs.yml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}  # Material's banner about MkDocs 2: see docs/site.md
     command = [sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "-f", str(src / "mkdocs.yml"),
