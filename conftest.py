@@ -60,7 +60,7 @@ class NotebookRun(pytest.Item):
 
     def runtest(self) -> None:
         from utils import notebooks as nbs
-        from utils.course import check_preset, run_notebook
+        from utils.notebook_runs import check_preset, run_notebook
 
         preset = check_preset(os.environ.get("COURSE_PRESET", "smoke"))
         name = nbs.relative_name(self.path, ROOT)

@@ -10,7 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from utils.course import TIMES_FILE, print_table, record_times, run_notebooks
+from utils.course import TIMES_FILE
+from utils.notebook_runs import print_table, record_times, run_notebooks
 from utils.notebooks import find_notebooks
 from utils.runtime import PRESETS, repo_root
 

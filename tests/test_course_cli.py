@@ -19,7 +19,8 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from utils import notebooks as nbs
 from utils import student
-from utils.course import RunResult, _first_error, _parser, check_preset, main, print_table, run_notebook
+from utils.course import _parser, main
+from utils.notebook_runs import RunResult, _first_error, check_preset, print_table, run_notebook
 from utils.runtime import repo_root
 
 NB = "00_demo/01_demo.ipynb"
