@@ -165,7 +165,9 @@ def test_a_crashing_kernel_scores_what_it_reached(graded):
 def test_an_endless_loop_is_stopped_at_the_time_limit(graded):
     assert graded["frank_loop"].ended == "timed out"
     assert graded["frank_loop"].exercises == ["passed", "not reached"]
-    assert 25 <= graded["frank_loop"].seconds < 200  # the limit, plus starting the kernel on a busy machine
+    # the 25 s limit (each cell's timeout is what is left of it in whole seconds, rounded down: up to 1 s less),
+    # plus starting the kernel on a busy machine
+    assert 24 <= graded["frank_loop"].seconds < 200
 
 
 @needs_sandbox

@@ -198,7 +198,8 @@ def test_site_notebook_localises_every_colab_badge_of_a_cell():
            f"github/owner/course/blob/student/x.ipynb) exercises · [![Open the solutions in Colab]({nbs.BADGE_IMAGE})]"
            f"(https://colab.research.google.com/github/owner/course/blob/main/x.ipynb) solutions")
     nb = _executed(PRESET_SMOKE, title=f"# 01.02 · PyTorch fundamentals\n\n{two}")
+    badges = nb.cells[0].source.count(nbs.BADGE_IMAGE)  # the two above and the stamped ones _executed adds
     copy = site.site_notebook(nb, "01_deep_learning/02_pytorch_fundamentals.ipynb", "smoke", set(), TIMES, REPO)
     assert nbs.BADGE_IMAGE not in copy.cells[0].source
-    assert copy.cells[0].source.count("(../../assets/colab-badge.svg)") == 3  # the two above and _executed's own
+    assert badges >= 3 and copy.cells[0].source.count("(../../assets/colab-badge.svg)") == badges
     assert "blob/student/x.ipynb" in copy.cells[0].source and "blob/main/x.ipynb" in copy.cells[0].source
