@@ -256,3 +256,67 @@ def test_infinities_that_agree_are_not_reported_as_the_difference():
     with pytest.raises(CheckFailed) as error:
         check_close(wrong, mask)
     assert "at index (1, 0)" in str(error.value) and "= 2" in str(error.value), str(error.value)
+
+
+def test_inputs_unchanged_fails_an_in_place_solution_and_passes_a_copying_one(capsys):
+    def in_place_relu(x):
+        x[x < 0] = 0.0
+        return x
+
+    with pytest.raises(CheckFailed, match=r"changed its argument 1 in place[\s\S]*work on a copy") as error:
+        check_function(in_place_relu, relu_reference, make_relu_inputs, inputs_unchanged=True, hint="use np.maximum")
+    assert "Hint: use np.maximum" in str(error.value)
+    check_function(lambda x: np.maximum(x, 0.0), relu_reference, make_relu_inputs, inputs_unchanged=True, name="relu")
+    assert "✓ relu passed" in capsys.readouterr().out
+
+    def in_place_tensor(t, scale):  # torch tensors and a second argument are compared too
+        return t.mul_(scale)
+
+    make = lambda rng: (torch.tensor(rng.normal(size=4)), 2.0)  # noqa: E731
+    with pytest.raises(CheckFailed, match="argument 1"):
+        check_function(in_place_tensor, lambda t, s: t * s, make, inputs_unchanged=True)
+    check_function(lambda t, s: t * s, lambda t, s: t * s, make, inputs_unchanged=True)
+
+
+def test_exact_mode_compares_words_dicts_and_lists_without_wrapping():
+    def count_words(text):
+        counts = {}
+        for word in text.split():
+            counts[word] = counts.get(word, 0) + 1
+        return counts
+
+    from collections import Counter
+
+    words = ["a", "b", "c"]
+    make = lambda rng: " ".join(rng.choice(words, size=6))  # noqa: E731
+    check_function(count_words, lambda text: dict(Counter(text.split())), make, exact=True)
+    with pytest.raises(CheckFailed, match=r"count_words's result is not what was expected[\s\S]*different values"):
+        check_function(lambda text: {w: 1 for w in text.split()}, lambda t: dict(Counter(t.split())), make,
+                       exact=True, name="count_words")
+    with pytest.raises(CheckFailed, match="first difference at index 0"):
+        check_function(lambda t: sorted(t.split(), reverse=True), lambda t: sorted(t.split()),
+                       lambda rng: "b a c", exact=True, name="sort", n_trials=1)
+    with pytest.raises(CheckFailed, match="is not what was expected"):  # exact: 1e-12 off is wrong
+        check_function(lambda x: x + 1e-12, lambda x: x, make_relu_inputs, exact=True, name="same")
+
+
+def test_no_loops_fails_loops_and_comprehensions_and_passes_whole_array_code():
+    def looped(x):
+        out = x.copy()
+        for i in range(len(out)):
+            out[i] = max(out[i], 0.0)
+        return out
+
+    def comprehended(x):
+        return np.array([max(v, 0.0) for v in x])
+
+    def vectorised(x):
+        return np.maximum(x, 0.0)
+
+    with pytest.raises(CheckFailed, match=r"uses a `for` loop \(line 3 of the function\).*without Python loops"):
+        check_function(looped, relu_reference, make_relu_inputs, no_loops=True)
+    with pytest.raises(CheckFailed, match="uses a list comprehension"):
+        check_function(comprehended, relu_reference, make_relu_inputs, no_loops=True)
+    check_function(looped, relu_reference, make_relu_inputs)  # the loop is only refused when asked
+    check_function(vectorised, relu_reference, make_relu_inputs, no_loops=True)
+    check_function(np.abs, np.abs, make_relu_inputs, no_loops=True)  # no Python source: nothing to refuse

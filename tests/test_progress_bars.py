@@ -13,10 +13,12 @@ from utils.progress_bars import finish_progress_bars
 VIEW = "application/vnd.jupyter.widget-view+json"
 
 
-def _bar_states(left: str, value: float, total: float, right: str) -> dict[str, dict]:
+def _bar_states(left: str, value: float, total: float, right: str, hidden: bool = False) -> dict[str, dict]:
     """The widget states of one tqdm.notebook bar: an HBox of HTML, FloatProgress, HTML."""
     return {
-        "box": {"_model_name": "HBoxModel", "children": ["IPY_MODEL_l", "IPY_MODEL_p", "IPY_MODEL_r"]},
+        "box": {"_model_name": "HBoxModel", "children": ["IPY_MODEL_l", "IPY_MODEL_p", "IPY_MODEL_r"],
+                "layout": "IPY_MODEL_box_layout"},
+        "box_layout": {"_model_name": "LayoutModel", "visibility": "hidden" if hidden else None},
         "l": {"_model_name": "HTMLModel", "value": left},
         "p": {"_model_name": "FloatProgressModel", "value": value, "max": total},
         "r": {"_model_name": "HTMLModel", "value": right},
@@ -43,3 +45,12 @@ def test_a_bar_without_total_and_other_widgets():
     slider = _notebook_showing("s", "IntSlider(value=3)")
     finish_progress_bars(slider, {"s": {"_model_name": "IntSliderModel", "value": 3}})
     assert slider.cells[0].outputs[0].data["text/plain"] == "IntSlider(value=3)"  # not a bar: unchanged
+
+
+def test_a_bar_that_hid_itself_is_removed_and_other_outputs_stay():
+    """tqdm(leave=False) hides its bar at the end without redrawing its text: a fast loop left "0/400"."""
+    nb = _notebook_showing("box", "fast:   0%|          | 0/400 [00:00<?, ?it/s]")
+    nb.cells[0].outputs.insert(0, new_output("stream", name="stdout", text="before the loop\n"))
+    finish_progress_bars(nb, _bar_states("fast:\u2007\u2007\u20070%", 400, 400, "\u20070/400\u2007[00:00&lt;?,\u2007?it/s]",
+                                         hidden=True))
+    assert [o.output_type for o in nb.cells[0].outputs] == ["stream"]

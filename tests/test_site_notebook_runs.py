@@ -33,7 +33,8 @@ def _write(path: Path, *sources: str) -> None:
 def test_notebook_runs_keep_executed_copies_with_outputs_and_no_copy_of_a_failure(tmp_path):
     shutil.copy(ROOT / "conftest.py", tmp_path / "conftest.py")
     _write(tmp_path / "00_demo" / "01_ok.ipynb", "print('hello from the kernel')",
-           "from tqdm.auto import tqdm\nfor _ in tqdm(range(3), desc='steps'):\n    pass")
+           "from tqdm.auto import tqdm\nfor _ in tqdm(range(3), desc='steps'):\n    pass",
+           "for _ in tqdm(range(400), desc='inner', leave=False):\n    pass")
     _write(tmp_path / "00_demo" / "02_broken.ipynb", "x = 1", "1 / 0")
     stale = tmp_path / "build" / "executed" / "smoke" / "00_demo" / "02_broken.ipynb"
     stale.parent.mkdir(parents=True)
@@ -55,6 +56,7 @@ def test_notebook_runs_keep_executed_copies_with_outputs_and_no_copy_of_a_failur
     assert "hello from the kernel" in cells[0].outputs[0]["text"]
     bars = [o["data"]["text/plain"] for o in cells[1].outputs if "text/plain" in o.get("data", {})]
     assert bars and "3/3" in bars[0] and "100%" in bars[0], f"the bar in its final state: {bars}"
+    assert not cells[2].outputs, f"a leave=False bar hides itself in Jupyter, so the copy has none: {cells[2].outputs}"
 
 
 def test_with_nbval_asked_for_the_notebooks_are_collected_once(tmp_path):

@@ -7,7 +7,10 @@ the checks turn both into a friendly message instead of a traceback. A passing c
 
 from __future__ import annotations
 
+import ast
 import copy
+import inspect
+import textwrap
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -134,22 +137,31 @@ def _describe_difference(got: Any, expected: Any) -> str:
 def check_equal(got: Any, expected: Any, *, name: str = "your answer", hint: str = "") -> None:
     """Check that `got` equals `expected` exactly: ints, strings, lists, dicts, ...; arrays elementwise."""
     _require_answer(got, name, hint)
-    try:
-        equal = bool(got == expected)
-    except (ValueError, RuntimeError):  # arrays/tensors: `==` is elementwise and has no single truth value
-        g, e = _as_float_array(got, name, hint), _as_float_array(expected, "the expected value", "")
-        equal = g.shape == e.shape and bool(np.array_equal(g, e))
-    if not equal:
-        try:
-            detail = _describe_difference(got, expected)
-        except Exception:  # e.g. lists of arrays, whose `!=` has no single truth value
-            detail = ""
-        raise CheckFailed(
-            f"{name} is not what was expected.\n  expected: {_short(expected)}\n  got:      {_short(got)}"
-            + detail
-            + _hint(hint)
-        )
+    if problem := _equal_problem(got, expected, name, hint):
+        raise CheckFailed(problem + _hint(hint))
     print(f"✓ {name} passed")
+
+
+def _same(got: Any, expected: Any, name: str, hint: str) -> bool:
+    """Exact equality; arrays and tensors elementwise, with equal shapes."""
+    try:
+        return bool(got == expected)
+    except (ValueError, RuntimeError):  # arrays/tensors: `==` is elementwise and has no single truth value
+        if isinstance(got, (list, tuple)) and isinstance(expected, (list, tuple)):  # e.g. a list of arrays
+            return len(got) == len(expected) and all(_same(g, e, name, hint) for g, e in zip(got, expected))
+        g, e = _as_float_array(got, name, hint), _as_float_array(expected, "the expected value", "")
+        return g.shape == e.shape and bool(np.array_equal(g, e))
+
+
+def _equal_problem(got: Any, expected: Any, name: str, hint: str) -> str | None:
+    """None if `got` equals `expected` exactly, else a message saying where they differ."""
+    if _same(got, expected, name, hint):
+        return None
+    try:
+        detail = _describe_difference(got, expected)
+    except Exception:  # e.g. lists of arrays, whose `!=` has no single truth value
+        detail = ""
+    return f"{name} is not what was expected.\n  expected: {_short(expected)}\n  got:      {_short(got)}" + detail
 
 
 def _shape_text(shape: Sequence[int | None]) -> str:
@@ -181,22 +193,35 @@ def check_function(
     atol: float = 1e-8,
     name: str | None = None,
     hint: str = "",
+    exact: bool = False,
+    inputs_unchanged: bool = False,
+    no_loops: bool = False,
 ) -> None:
-    """Compare `fn(*args)` with `reference(*args)` on `n_trials` random inputs from `make_inputs(rng)`."""
+    """Compare `fn(*args)` with `reference(*args)` on `n_trials` random inputs from `make_inputs(rng)`.
+
+    Results are compared to `rtol`/`atol` as numbers, or exactly (`==`, for strings, dicts, lists of
+    words, ...) with `exact=True`. Constraints an exercise states can be enforced too:
+    `inputs_unchanged=True` fails a function that edits its arguments in place ("do not modify x"), and
+    `no_loops=True` fails one whose source has a `for`/`while` loop or a comprehension ("vectorise it").
+    """
     if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
         raise ValueError(f"n_trials must be a positive integer; got {n_trials!r}.")
     name = name or getattr(fn, "__name__", "your function")
     _require_answer(fn, name, hint)
     if not callable(fn):
         raise CheckFailed(f"{name} should be a function; got {type(fn).__name__} {_short(fn)}." + _hint(hint))
+    if no_loops and (loop := _first_loop(fn)):
+        raise CheckFailed(f"{name} uses {loop}; this exercise asks for a solution without Python loops "
+                          "(whole-array operations only)." + _hint(hint))
     rng = np.random.default_rng(seed)  # fixed seed: the same inputs on every run, so failures repeat
     for trial in range(1, n_trials + 1):
         args = make_inputs(rng)
         args = args if isinstance(args, tuple) else (args,)  # a single argument may come back bare
         # Each function gets its own copy, so one that edits its input in place cannot fool the other.
         expected = reference(*copy.deepcopy(args))
+        given = copy.deepcopy(args)  # what `fn` receives; `args` stays as it was, to compare with
         try:
-            got = fn(*copy.deepcopy(args))
+            got = fn(*given)
         except NotImplementedError as error:
             message = f"{name} is not implemented yet: the exercise cell still raises NotImplementedError."
             quoted = f"\n  It says: {error}" if str(error) else ""
@@ -204,8 +229,35 @@ def check_function(
         except Exception as error:
             message = f"{name} raised {type(error).__name__}: {error}\n  on inputs: {_short_args(args)}"
             raise CheckFailed(message + _hint(hint)) from error
-        problem = _compare_close(got, expected, rtol, atol, f"{name}'s result", hint)
+        if inputs_unchanged:
+            for i, (before, after) in enumerate(zip(args, given)):
+                if not _same(after, before, name, hint):
+                    raise CheckFailed(
+                        f"{name} changed its argument {i + 1} in place (trial {trial}).\n  before: {_short(before)}"
+                        f"\n  after:  {_short(after)}\n  The exercise asks you to leave the inputs as they are: "
+                        "work on a copy (`x.copy()`, `x.clone()`) or build a new result." + _hint(hint))
+        if exact:
+            problem = _equal_problem(got, expected, f"{name}'s result", hint)
+        else:
+            problem = _compare_close(got, expected, rtol, atol, f"{name}'s result", hint)
         if problem:
             intro = f"{name} is wrong on trial {trial} of {n_trials}.\n  inputs: {_short_args(args)}\n"
             raise CheckFailed(intro + problem + _hint(hint))
     print(f"✓ {name} passed")
+
+
+_LOOPS = {ast.For: "a `for` loop", ast.While: "a `while` loop", ast.ListComp: "a list comprehension",
+          ast.SetComp: "a set comprehension", ast.DictComp: "a dict comprehension",
+          ast.GeneratorExp: "a generator expression"}
+
+
+def _first_loop(fn: Callable) -> str | None:
+    """'a `for` loop (line 3 of the function)' if `fn`'s source has a loop; None if none, or no source."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
+    except (OSError, TypeError, SyntaxError):  # a builtin, a lambda in an odd place: nothing to read
+        return None
+    for node in ast.walk(tree):
+        if type(node) in _LOOPS:
+            return f"{_LOOPS[type(node)]} (line {node.lineno} of the function)"
+    return None

@@ -2,7 +2,9 @@
 
 tqdm's notebook bar is a widget. A saved notebook keeps the widget's state (for Jupyter) and a text/plain
 copy taken when the bar was first displayed: "0%|          | 0/1000". GitHub and every text viewer show
-that copy, so `python -m utils.course run` rewrites it from the widget's final state.
+that copy, so `python -m utils.course run` rewrites it from the widget's final state. A bar made with
+`leave=False` hides itself when its loop ends, so Jupyter shows nothing there; its saved copy goes too (its
+text would be stale: tqdm does not redraw the text of a bar it hides).
 """
 
 from __future__ import annotations
@@ -37,16 +39,30 @@ def _finished_bar_text(hbox: dict[str, Any], states: dict[str, dict[str, Any]]) 
     return f"{left}|{format(Bar(fraction, 10), '')}|{right}"  # 10 cells wide, as tqdm's text fallback
 
 
+def _hidden(widget: dict[str, Any], states: dict[str, dict[str, Any]]) -> bool:
+    """Whether a widget's layout hides it, as tqdm.notebook does on closing a `leave=False` bar."""
+    layout = states.get(str(widget.get("layout", "")).removeprefix("IPY_MODEL_"), {})
+    return layout.get("visibility") == "hidden"
+
+
 def finish_progress_bars(nb: NotebookNode, states: dict[str, dict[str, Any]]) -> None:
     """Set each tqdm bar's text/plain (what GitHub and text viewers show) to its final state.
 
+    A bar that hid itself at the end (`leave=False`) is removed, as it is from Jupyter's view.
     `states` maps widget model ids to their last state, as nbclient's `NotebookClient.widget_state` does.
     """
     for cell in nb.cells:
+        kept = []
         for output in cell.get("outputs", []):
             data = output.get("data", {})
             view = data.get("application/vnd.jupyter.widget-view+json")
             if view and states.get(view.get("model_id")):
-                text = _finished_bar_text(states[view["model_id"]], states)
+                bar = states[view["model_id"]]
+                text = _finished_bar_text(bar, states)
+                if text is not None and _hidden(bar, states):
+                    continue
                 if text is not None:
                     data["text/plain"] = text
+            kept.append(output)
+        if "outputs" in cell:
+            cell.outputs = kept
