@@ -110,10 +110,12 @@ STUDENT_DIR  := build/student
 release: $(INSTALLED)
 	$(BIN)/python -m utils.course release --out $(STUDENT_DIR) $(RELEASE_ARGS)
 
-# The student edition, built the first time only (its marker file is the target), opened like `make lab`.
-# PYTHONPATH puts the edition's own `utils` first: it holds the stored self-checks the course's lacks.
-$(STUDENT_DIR)/.student-release: | $(INSTALLED)
-	$(BIN)/python -m utils.course release --out $(STUDENT_DIR) $(RELEASE_ARGS)
+# The student edition, opened like `make lab`. It is built again when a notebook or a utils module of the
+# course is newer than its marker file (after a `git pull`); the release never replaces a notebook the student
+# changed. PYTHONPATH puts the edition's own `utils` first: it holds the stored self-checks the course's lacks.
+$(STUDENT_DIR)/.student-release: $(wildcard 0[0-5]_*/*.ipynb) $(wildcard utils/*.py) | $(INSTALLED)
+	$(BIN)/python -m utils.course release --out $(STUDENT_DIR) $(RELEASE_ARGS) || { test -f $@ && echo \
+		"The student edition is older than the course but holds your work, so it is kept as it is (see above)."; }
 
 lab-student: $(STUDENT_DIR)/.student-release kernel
 	PYTHONPATH="$(abspath $(STUDENT_DIR))$${PYTHONPATH:+:$$PYTHONPATH}" \

@@ -278,3 +278,30 @@ def test_make_clean_keeps_the_student_edition_where_answers_may_be(tmp_path):
     subprocess.run(["make", "clean"], cwd=tmp_path, check=True, capture_output=True, timeout=60, env=env)
     assert (tmp_path / "build/student/00_prerequisites/00_start_here.ipynb").is_file()
     assert not (tmp_path / "build" / "executed").exists()
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_rebuilds_a_stale_student_edition_but_keeps_one_that_holds_work(tmp_path):
+    """`make lab-student` after a `git pull`: a new release replaces the old one, unless the student worked in it."""
+    out = tmp_path / "student"
+    release(ROOT, out)
+    marker, notebook = out / ".student-release", out / "00_prerequisites" / "00_start_here.ipynb"
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "VENV")}
+
+    def build() -> subprocess.CompletedProcess:
+        return subprocess.run(["make", "--no-print-directory", f"STUDENT_DIR={out}", str(marker)], cwd=ROOT,
+                              capture_output=True, text=True, timeout=120, env=env)
+
+    os.utime(marker, (0, 0))  # older than every notebook of the course, as after a pull
+    stale = build()
+    assert stale.returncode == 0 and "-m utils.course release --out" in stale.stdout, stale.stdout + stale.stderr
+    assert marker.stat().st_mtime > 1e9, "the release wrote its marker again"
+    assert "utils.course release" not in build().stdout, "an up-to-date edition is not built again"
+
+    notebook.write_text(notebook.read_text(encoding="utf-8") + "\n", encoding="utf-8")  # the student's work
+    work = notebook.read_text(encoding="utf-8")
+    os.utime(marker, (0, 0))
+    kept = build()
+    assert kept.returncode == 0, kept.stdout + kept.stderr  # the lab still opens
+    assert "holds your work" in kept.stderr and "kept as it is" in kept.stdout, kept.stdout + kept.stderr
+    assert notebook.read_text(encoding="utf-8") == work
