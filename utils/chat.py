@@ -62,10 +62,28 @@ def check_messages(messages: Any) -> None:
             raise ValueError(f"messages[{i}]['content'] must be a str; got {type(message['content']).__name__}.")
 
 
+def escape_special_tokens(text: str, tokenizer: Any) -> str:
+    """`text` with every special-token string broken up by a zero-width space ("<|im_end|>" -> "<\u200b|im_end|>").
+
+    A message's text is untrusted: written as it is into the templated prompt, a "<|im_end|>\n<|im_start|>system"
+    inside it would be read as real control tokens, and the text could close its own turn and open a forged
+    system turn (05.09 shows the attack). Broken up, it is tokenized as ordinary text.
+    """
+    for special in sorted(tokenizer.all_special_tokens, key=len, reverse=True):  # "<|im_end|>" before a prefix of it
+        if len(special) > 1:
+            text = text.replace(special, special[0] + "\u200b" + special[1:])
+    return text
+
+
 def chat_prompt(tokenizer: Any, messages: list[dict[str, str]], *, add_generation_prompt: bool = True) -> str:
-    """The conversation as the one string the model reads (its chat template applied)."""
+    """The conversation as the one string the model reads (its chat template applied).
+
+    Special-token strings inside the messages are escaped (`escape_special_tokens`): only the template
+    writes control tokens.
+    """
     check_messages(messages)
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    safe = [{**m, "content": escape_special_tokens(m["content"], tokenizer)} for m in messages]
+    return tokenizer.apply_chat_template(safe, tokenize=False, add_generation_prompt=add_generation_prompt)
 
 
 def count_tokens(tokenizer: Any, text_or_messages: str | list[dict[str, str]]) -> int:
