@@ -52,7 +52,7 @@ def random_pairs(gen: torch.Generator, B: int, T: int) -> tuple[torch.Tensor, to
 
 
 def test_notebook_defines_everything() -> None:
-    wanted = {"bradley_terry_loss", "gpt_features", "RewardModel", "ForTrl", "token_logprobs", "shaped_rewards",
+    wanted = {"bradley_terry_loss", "RewardModel", "ForTrl", "token_logprobs", "shaped_rewards",
               "response_advantages", "gae_by_definition", "Policy", "preference_probability", "kl_k3"}
     assert wanted <= set(ns), sorted(wanted - set(ns))
     # the PPO pieces that run are utils.rl's, not copies in the notebook
@@ -110,13 +110,6 @@ def test_bradley_terry_is_the_pairwise_likelihood() -> None:
     # only differences matter: shifting every reward changes nothing
     torch.testing.assert_close(ns["bradley_terry_loss"](r_w + 7, r_l + 7), ns["bradley_terry_loss"](r_w, r_l))
     assert torch.isfinite(ns["bradley_terry_loss"](torch.tensor([-1e4]), torch.tensor([1e4])))  # no underflow
-
-
-@pytest.mark.parametrize("seed", range(3))
-def test_gpt_features_is_the_gpt_forward_without_the_head(seed: int) -> None:
-    gpt = tiny_gpt(seed)
-    idx = torch.randint(0, V, (3, 11), generator=torch.Generator().manual_seed(seed))
-    torch.testing.assert_close(gpt.lm_head(ns["gpt_features"](gpt, idx)), gpt(idx)[0])
 
 
 @pytest.mark.parametrize("seed", range(4))

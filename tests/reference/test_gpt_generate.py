@@ -182,3 +182,13 @@ def test_sampled_frequencies_follow_the_tempered_top_k_softmax(temperature, top_
     freq = torch.bincount(draws.flatten(), minlength=logits.size(1)) / n
     assert torch.all(freq[expected == 0] == 0)
     torch.testing.assert_close(freq, expected, rtol=0, atol=0.01)  # 4 standard errors (at most √(0.25 / n))
+
+
+def test_hidden_states_are_the_body_before_the_head_and_equal_hfs_last_hidden_state(pair):
+    """GPT.hidden_states (05.02's reward model and policy read it): after ln_f, before lm_head."""
+    ours, hf = pair
+    idx = _prompt(3, 11, 4)
+    with torch.no_grad():
+        states = ours.hidden_states(idx)  # (3, 11, C)
+        torch.testing.assert_close(ours.lm_head(states), ours(idx)[0])
+        torch.testing.assert_close(states, hf(idx, output_hidden_states=True).hidden_states[-1])
