@@ -1,4 +1,4 @@
-"""Plots used across the course: training curves, image grids, attention maps.
+"""Plots used across the course: training curves, image grids, attention maps, scalar autograd graphs.
 
 Every function builds a new figure and returns it (a `matplotlib.figure.Figure`); none calls
 `plt.show()` or touches rcParams. In Jupyter, a returned figure on a cell's last line is shown once;
@@ -182,3 +182,59 @@ def attention_heatmap(
     ax.set_xlabel("key (attended to)")
     ax.set_ylabel("query (attending)")
     return _finish(fig, ax, title=title)
+
+
+def _graph_columns(root: Any) -> dict[int, list]:
+    """Column -> nodes of the graph behind `root`: a result one column right of its deepest input."""
+    column: dict = {}
+
+    def place(v: Any) -> int:
+        if v not in column:
+            column[v] = 1 + max((place(child) for child in v._prev), default=-1)
+        return column[v]
+
+    place(root)
+    leaf_column: dict = {}  # each input (a leaf) moves to just left of the first operation that reads it
+    for v in column:
+        for child in v._prev:
+            if not child._prev:
+                leaf_column[child] = min(leaf_column.get(child, column[v] - 1), column[v] - 1)
+    column.update(leaf_column)
+    rows: dict[int, list] = {}
+    for v, col in column.items():
+        rows.setdefault(col, []).append(v)
+    return rows
+
+
+def draw_graph(root: Any, title: str = "") -> Figure:
+    """The graph behind a scalar autograd node: a box per value (label, data, grad), a circle per operation.
+
+    `root` is any node with `data`, `grad`, `label`, `_op` and `_prev` (the nodes it was made from), like the
+    `Value` of 00_prerequisites/05_calculus_and_autograd.ipynb, where this function was introduced.
+    """
+    if not hasattr(root, "_prev"):
+        raise ValueError(f"draw_graph needs a graph node with a _prev attribute; got {type(root).__name__}.")
+    rows = _graph_columns(root)
+    height = max(len(vs) for vs in rows.values())
+    fig, ax = plt.subplots(figsize=(2.3 * (len(rows) + 0.5), 0.9 * height + 0.8))
+    box, circle = {}, {}
+    arrow = dict(arrowstyle="->", color="gray")
+    for col, vs in rows.items():
+        for i, v in enumerate(vs):
+            x, y = 3 * col, (len(vs) - 1) / 2 - i
+            text = f"{v.label}\n" if v.label else ""
+            box[v] = ax.text(x, y, f"{text}data {v.data:.3f}\ngrad {v.grad:.3f}", ha="center", va="center",
+                             fontsize=8, bbox=dict(boxstyle="round", fc="white", ec="tab:blue"))
+            if v._prev:  # the operation that made v, drawn as a circle just left of its box
+                circle[v] = ax.text(x - 1.5, y, v._op, ha="center", va="center", fontsize=9,
+                                    bbox=dict(boxstyle="circle", fc="lightyellow", ec="gray"))
+                ax.annotate("", xy=(0, 0.5), xycoords=box[v], xytext=(1, 0.5), textcoords=circle[v], arrowprops=arrow)
+    for v in circle:
+        for child in v._prev:
+            ax.annotate("", xy=(0, 0.5), xycoords=circle[v], xytext=(1, 0.5), textcoords=box[child], arrowprops=arrow)
+    ax.set_xlim(-1.2, 3 * (len(rows) - 1) + 1.2)
+    ax.set_ylim(-height / 2, height / 2)
+    ax.axis("off")
+    ax.set_title(title)
+    plt.close(fig)  # see _finish: shown once in Jupyter when it is a cell's last expression
+    return fig
