@@ -84,11 +84,33 @@ def test_gpt_is_causal_and_tied(nb, tiny, model):
     assert model.lm_head.weight is model.transformer.wte.weight
 
 
+def test_causal_self_attention_equals_torch_multihead_attention(nb):
+    """02.05 says nn.MultiheadAttention is our CausalSelfAttention under other names: copy the weights, compare."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 9, 16, dtype=torch.float64)  # (B, T, C)
+    future = torch.ones(9, 9, dtype=torch.bool).triu(diagonal=1)  # nn.MultiheadAttention: True = not allowed
+    for n_head in (1, 4):
+        attn = nb["CausalSelfAttention"](nb["GPTConfig"](n_embd=16, n_head=n_head)).double().eval()
+        mha = torch.nn.MultiheadAttention(16, n_head, batch_first=True, dtype=torch.float64).eval()
+        with torch.no_grad():
+            for p in attn.parameters():
+                p.normal_()  # random biases too, so that mixing them up would show
+            mha.in_proj_weight.copy_(attn.c_attn.weight)  # (3C, C): q, k, v stacked row-wise, as c_attn
+            mha.in_proj_bias.copy_(attn.c_attn.bias)
+            mha.out_proj.weight.copy_(attn.c_proj.weight)
+            mha.out_proj.bias.copy_(attn.c_proj.bias)
+            theirs, _ = mha(x, x, x, attn_mask=future, need_weights=False)
+            torch.testing.assert_close(attn(x), theirs, rtol=0, atol=1e-12)
+
+
 def test_ladder_rungs_run_and_start_near_uniform(nb, tiny):
     torch.manual_seed(0)
     idx = torch.randint(0, tiny.vocab_size, (2, tiny.block_size))
     rungs = [nb["BigramLM"](tiny)] + [nb["LadderLM"](tiny, nb[name]) for name in
                                       ("AttentionOnlyBlock", "AttentionMLPBlock", "ResidualBlock")]
+    rungs.append(nb["LadderLM"](tiny, nb["Block"], final_norm=True))  # rung 6: LayerNorm, default init, own head
+    assert rungs[-1].lm_head.weight is not rungs[-1].transformer.wte.weight
+    assert isinstance(rungs[-1].transformer.ln_f, torch.nn.LayerNorm)
     for rung in rungs:
         logits, loss = rung(idx, idx)
         assert logits.shape == (2, tiny.block_size, tiny.vocab_size)
@@ -108,3 +130,19 @@ def test_make_optimizer_is_utils_optimizer_with_beta2_0_99(nb, tiny, model):
         assert [names[id(p)] for p in a["params"]] == [names[id(p)] for p in b["params"]]
         assert {k: v for k, v in a.items() if k != "params"} == {k: v for k, v in b.items() if k != "params"}
     assert theirs[0]["betas"] == (0.9, 0.99) and lib.optimizer(1e-3).param_groups[0]["betas"] == (0.9, 0.95)
+
+
+def test_init_gpt_weights_std_scales_every_weight(nb):
+    """init_gpt_weights(model, L, std): weights ~ N(0, std²), c_proj ~ N(0, std²/(2L)), Linear biases 0."""
+    config = nb["GPTConfig"](vocab_size=500, block_size=64, n_layer=3, n_head=4, n_embd=128)
+    for std in (0.02, 0.5):
+        torch.manual_seed(0)
+        model = nb["GPT"](config)
+        nb["init_gpt_weights"](model, config.n_layer, std=std)
+        for name, p in model.named_parameters():
+            if name.endswith("c_proj.weight"):
+                assert abs(p.std().item() / (std / (2 * config.n_layer) ** 0.5) - 1) < 0.05, name
+            elif p.dim() == 2:
+                assert abs(p.std().item() / std - 1) < 0.05, name
+            elif name.endswith(("c_attn.bias", "c_fc.bias", "c_proj.bias")):
+                assert torch.all(p == 0), name

@@ -104,12 +104,55 @@ def test_beam_search_equals_hf_generate(nb, pair, length_penalty, early_stopping
     for num_beams in (2, 4):
         for _ in range(4):
             prompt = torch.randint(0, TINY.vocab_size, (1, int(torch.randint(1, 6, (1,), generator=g))), generator=g)
-            got, _ = nb["beam_search"](ours, prompt, num_beams, 16, EOS, length_penalty, early_stopping)
+            got, _ = nb["beam_search_hf_exact"](ours, prompt, num_beams, 16, EOS, length_penalty, early_stopping)
             expected = _hf_generate(hf, prompt, 16, do_sample=False, num_beams=num_beams,
                                     length_penalty=length_penalty, early_stopping=early_stopping)
             assert torch.equal(got, expected), f"num_beams={num_beams}, prompt {prompt.tolist()}"
             lengths.add(got.size(1) - prompt.size(1))
     assert len(lengths) > 1, "the fixture should make hypotheses finish at different lengths"
+
+
+def test_textbook_beam_search_with_one_beam_is_greedy(nb, pair):
+    ours, _ = pair
+    g = torch.Generator().manual_seed(11)
+    for eos in (None, EOS):
+        for _ in range(6):
+            prompt = torch.randint(0, TINY.vocab_size, (1, int(torch.randint(1, 6, (1,), generator=g))), generator=g)
+            got, score = nb["beam_search"](ours, prompt, 1, 16, eos)
+            expected = nb["generate"](ours, prompt, 16, nb["greedy_next"], eos_token_id=eos, pad_token_id=EOS)
+            assert torch.equal(got, expected), f"eos={eos}, prompt {prompt.tolist()}"
+            logp = nb["sequence_logprob"](ours, got, prompt.size(1)).item()
+            assert abs(score - logp) < 1e-4, "the returned score must be the sequence's log-probability"
+
+
+def _all_sequences_best_logprob(model, prompt, n):
+    """Exhaustive search over every continuation of n tokens (no stopping token): the best sum of log p."""
+    best = prompt, torch.zeros(1)
+    seqs, scores = prompt, torch.zeros(1)
+    for _ in range(n):
+        logp = torch.log_softmax(model(seqs)[0][:, -1, :].float(), dim=-1)  # (S, V)
+        V = logp.size(-1)
+        scores = (scores[:, None] + logp).flatten()
+        seqs = torch.cat([seqs.repeat_interleave(V, dim=0), torch.arange(V).repeat(len(seqs))[:, None]], dim=1)
+    return scores.max().item()
+
+
+def test_textbook_beam_search_finds_the_best_sequence_with_enough_beams(nb, pair):
+    """With k >= V^(n-1) beams nothing is ever pruned: beam search is exhaustive and finds the most probable
+    sequence; with fewer beams its score lies between greedy's and that optimum."""
+    ours, _ = pair
+    g = torch.Generator().manual_seed(12)
+    V = TINY.vocab_size
+    with torch.no_grad():
+        for _ in range(3):
+            prompt = torch.randint(0, V, (1, 3), generator=g)
+            optimum = _all_sequences_best_logprob(ours, prompt, 2)
+            _, exhaustive = nb["beam_search"](ours, prompt, V, 2)
+            assert abs(exhaustive - optimum) < 1e-4
+            greedy = nb["generate"](ours, prompt, 2, nb["greedy_next"])
+            greedy_logp = nb["sequence_logprob"](ours, greedy, 3).item()
+            _, some = nb["beam_search"](ours, prompt, 3, 2)
+            assert greedy_logp - 1e-4 <= some <= optimum + 1e-4
 
 
 def test_kv_cache_gives_the_logits_of_recomputation(nb, pair):
