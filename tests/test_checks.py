@@ -320,3 +320,23 @@ def test_no_loops_fails_loops_and_comprehensions_and_passes_whole_array_code():
     check_function(looped, relu_reference, make_relu_inputs)  # the loop is only refused when asked
     check_function(vectorised, relu_reference, make_relu_inputs, no_loops=True)
     check_function(np.abs, np.abs, make_relu_inputs, no_loops=True)  # no Python source: nothing to refuse
+
+
+def test_inputs_unchanged_and_exact_work_on_pandas_tables_with_text():
+    pd = pytest.importorskip("pandas")
+
+    def make(rng):
+        return pd.DataFrame({"name": list("abc"), "value": [" 1,5", "2", None]})
+
+    def clean_in_place(df):
+        df["value"] = df["value"].str.strip()
+        return df
+
+    def clean_copy(df):
+        return df.assign(value=df["value"].str.strip())
+
+    with pytest.raises(CheckFailed, match="changed its argument 1 in place"):
+        check_function(clean_in_place, clean_copy, make, exact=True, inputs_unchanged=True, n_trials=1)
+    check_function(clean_copy, clean_copy, make, exact=True, inputs_unchanged=True, n_trials=1, name="clean")
+    with pytest.raises(CheckFailed, match="is not what was expected"):
+        check_function(lambda df: df, clean_copy, make, exact=True, n_trials=1, name="clean")

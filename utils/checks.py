@@ -143,7 +143,9 @@ def check_equal(got: Any, expected: Any, *, name: str = "your answer", hint: str
 
 
 def _same(got: Any, expected: Any, name: str, hint: str) -> bool:
-    """Exact equality; arrays and tensors elementwise, with equal shapes."""
+    """Exact equality; arrays and tensors elementwise, with equal shapes; pandas tables with `.equals`."""
+    if type(got).__module__.startswith("pandas") and hasattr(got, "equals"):  # `==` of tables is a table
+        return type(got) is type(expected) and bool(got.equals(expected))
     try:
         return bool(got == expected)
     except (ValueError, RuntimeError):  # arrays/tensors: `==` is elementwise and has no single truth value
