@@ -143,12 +143,6 @@ def test_seq2seq_shapes(nb, use_attention):
 
 # --- the exercise solutions ----------------------------------------------------------------------
 
-@pytest.mark.parametrize("T, window", [(1, 1), (6, 1), (6, 3), (5, 9)])
-def test_sliding_window_mask(nb, T, window):
-    t, s = torch.arange(T)[:, None], torch.arange(T)[None, :]
-    assert torch.equal(nb["sliding_window_mask"](T, window), (s <= t) & (t - s < window))
-
-
 def test_causal_padded_attention(nb):
     torch.manual_seed(6)
     q, k, v = randn(3, 2, 6, 4), randn(3, 2, 6, 4), randn(3, 2, 6, 4)
