@@ -134,29 +134,17 @@ def _take_split(rows: list[dict], split: str, n_test: int, seed: int = 0) -> lis
     return rows[-n_test:] if split == "test" else rows[:-n_test]
 
 
-_SUBJECTS = ("The film", "This movie", "The acting", "The plot", "The script", "The soundtrack",
-             "The ending", "The cast")
-_REVIEW_WORDS = {  # label: (adjectives, closing remarks)
-    0: (("dull", "terrible", "boring", "clumsy", "awful", "tedious", "predictable", "lifeless",
-         "painful", "forgettable"),
-        ("I want my money back.", "Avoid it.", "A waste of time.", "One out of ten.", "Skip this one.")),
-    1: (("wonderful", "brilliant", "moving", "delightful", "superb", "charming", "gripping",
-         "beautiful", "hilarious", "touching"),
-        ("I would watch it again.", "Highly recommended.", "A real treat.", "Ten out of ten.",
-         "Go and see it.")),
-}
-
-
 def _imdb_standin(split: str) -> tuple[Any, str]:
     import datasets
 
-    rows = [{"text": f"{subject} was {adjective}. {closing}", "label": label}
-            for label, (adjectives, closings) in _REVIEW_WORDS.items()
-            for subject in _SUBJECTS for adjective in adjectives for closing in closings]
+    from utils.review_standins import reviews
+
+    rows = [{"text": row["text"], "label": row["label"]} for row in reviews(1200)]  # plain, negated, mixed
     features = datasets.Features({"text": datasets.Value("string"),
                                   "label": datasets.ClassLabel(names=["neg", "pos"])})
     data = datasets.Dataset.from_list(_take_split(rows, split, n_test=200), features=features)
-    return data, f"{len(data)} templated {split} reviews, labels neg/pos (columns text, label)"
+    return data, f"{len(data)} generated {split} reviews with negations and mixed verdicts, labels neg/pos " \
+                 "(columns text, label)"
 
 
 _ALPACA_PROMPT = ("Below is an instruction that describes a task{context}. Write a response that "

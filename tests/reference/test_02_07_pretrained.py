@@ -162,3 +162,27 @@ def test_gpt2_parameter_formula(nb, family):
             model = GPT2LMHeadModel(config)
         assert formula(config) == n_params(model)
     assert formula(GPT2Config()) == 124_439_808  # GPT-2 small, the "124M"
+
+
+def test_mlm_mask_solution_rates_and_invariants(nb):
+    gen = torch.Generator().manual_seed(0)
+    B, T, V, mask_id = 400, 50, 1000, 4
+    ids = torch.randint(5, V, (B, T), generator=gen)
+    special = torch.zeros(B, T, dtype=torch.bool)
+    special[:, 0] = special[:, -1] = True
+    ids[special] = 1
+    before = ids.clone()
+    inputs, labels = nb["mlm_mask"](ids, special.long(), mask_id, V, gen)
+    assert torch.equal(ids, before)
+    selected = labels != -100
+    assert not selected[special].any() and torch.equal(labels[selected], ids[selected])
+    assert torch.equal(inputs[~selected], ids[~selected])
+    n = int(selected.sum())
+    assert abs(n / int((~special).sum()) - 0.15) < 0.01
+    assert abs(int((inputs[selected] == mask_id).sum()) / n - 0.8) < 0.03
+    assert abs(int((inputs[selected] == ids[selected]).sum()) / n - 0.1) < 0.02
+
+
+def test_cls_pooling_solution(nb):
+    hidden = torch.randn(3, 5, 4)
+    assert torch.equal(nb["cls_pooling"](hidden, torch.ones(3, 5)), hidden[:, 0])

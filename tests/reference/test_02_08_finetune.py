@@ -145,3 +145,19 @@ def test_mean_pooling_ignores_padding():
 def test_width_scaled_lr():
     assert ns["width_scaled_lr"](5e-5, 768) == pytest.approx(5e-5)
     assert ns["width_scaled_lr"](5e-5, 32) == pytest.approx(5e-5 * 24)
+
+
+def test_llrd_param_groups_on_bert_names():
+    torch.manual_seed(0)
+    bert = BertForSequenceClassification(BertConfig(vocab_size=30, hidden_size=8, num_hidden_layers=3,
+                                                    num_attention_heads=2, intermediate_size=16, num_labels=2))
+    groups = notebook_definitions(NOTEBOOK, solutions=True)["llrd_param_groups"](bert, 1.0, 0.5)
+    lr_of = {id(p): group["lr"] for group in groups for p in group["params"]}
+    assert sum(len(group["params"]) for group in groups) == len(list(bert.parameters())) == len(lr_of)
+    for name, p in bert.named_parameters():
+        if name.startswith("bert.embeddings."):
+            assert lr_of[id(p)] == 0.5 ** 4, name
+        elif name.startswith("bert.encoder.layer."):
+            assert lr_of[id(p)] == 0.5 ** (3 - int(name.split(".")[3])), name
+        else:  # pooler and classifier
+            assert lr_of[id(p)] == 1.0, name
